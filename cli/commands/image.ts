@@ -1,0 +1,27 @@
+import type { Command } from 'commander';
+import { buildNodeImage } from '../../images/build.js';
+import { consoleReporter } from '../progress.js';
+
+export function registerImageCommands(program: Command): void {
+  const image = program.command('image').description('build and manage node images');
+  image
+    .command('build')
+    .description('build the node image from Debian packages and Go modules (skipped when up to date)')
+    .option('--kubernetes-version <version>', 'Kubernetes version to build, e.g. v1.36.3')
+    .option('--force', 'rebuild even when the inputs did not change', false)
+    .action(async (options: { kubernetesVersion?: string; force: boolean }) => {
+      const reporter = consoleReporter();
+      const started = performance.now();
+      const result = await buildNodeImage({
+        kubernetesVersion: options.kubernetesVersion,
+        force: options.force,
+        reporter,
+      });
+      if (!result.skipped) {
+        reporter.info(
+          `built ${result.reference} in ${((performance.now() - started) / 1000).toFixed(1)}s`,
+        );
+      }
+      process.stdout.write(`${result.reference}\n`);
+    });
+}

@@ -1,0 +1,116 @@
+// What goes into a node image: every pinned version and package list lives here, so that the
+// input hash (images/inputs.ts) changes exactly when the recipe does.
+
+/** Newest stable Kubernetes on the Go module proxy that runs on cgroup v1 and v2 hosts. */
+export const DEFAULT_KUBERNETES_VERSION = 'v1.36.3';
+
+/** Oldest minor we build: containerd 2 and the kubelet settings we write need 1.31 or later. */
+export const MIN_KUBERNETES_MINOR = 31;
+
+export const NODE_IMAGE_REPOSITORY = 'vind/node';
+export const BASE_IMAGE_REPOSITORY = 'vind/base';
+
+export interface GoTool {
+  /** Short name, also the cache folder name. */
+  name: string;
+  module: string;
+  version: string;
+  /** Package paths inside the module, relative to its root ("." for the root). */
+  packages: string[];
+  cgo: boolean;
+  tags: string[];
+  /** -X flags that stamp the version; `{version}` is replaced. */
+  versionFlags: string[];
+  extraLdflags: string[];
+}
+
+export const GO_TOOLS: GoTool[] = [
+  {
+    name: 'containerd',
+    module: 'github.com/containerd/containerd/v2',
+    version: 'v2.4.2',
+    packages: ['./cmd/containerd', './cmd/containerd-shim-runc-v2', './cmd/ctr'],
+    cgo: false,
+    tags: [],
+    versionFlags: [
+      '-X github.com/containerd/containerd/v2/version.Version={version}',
+      '-X github.com/containerd/containerd/v2/version.Package=github.com/containerd/containerd/v2',
+    ],
+    extraLdflags: [],
+  },
+  {
+    // runc needs cgo for seccomp; linked statically so the node image needs no libseccomp of a given version.
+    name: 'runc',
+    module: 'github.com/opencontainers/runc',
+    version: 'v1.5.2',
+    packages: ['.'],
+    cgo: true,
+    tags: ['seccomp', 'netgo', 'osusergo', 'urfave_cli_no_docs'],
+    versionFlags: ['-X main.version={version}'],
+    extraLdflags: ['-extldflags=-static'],
+  },
+  {
+    name: 'kine',
+    module: 'github.com/k3s-io/kine',
+    version: 'v0.17.5',
+    packages: ['.'],
+    cgo: false,
+    tags: [],
+    versionFlags: ['-X github.com/k3s-io/kine/pkg/version.Version={version}'],
+    extraLdflags: [],
+  },
+  {
+    name: 'coredns',
+    module: 'github.com/coredns/coredns',
+    version: 'v1.15.0',
+    packages: ['.'],
+    cgo: false,
+    tags: [],
+    versionFlags: [],
+    extraLdflags: [],
+  },
+];
+
+/** Kubernetes components compiled from k8s.io/kubernetes. */
+export const KUBERNETES_COMPONENTS = [
+  'kube-apiserver',
+  'kube-controller-manager',
+  'kube-scheduler',
+  'kubelet',
+  'kube-proxy',
+  'kubectl',
+] as const;
+
+/** Debian packages of the base root file system (debootstrap --variant=minbase). */
+export const DEBIAN_SUITE = 'bookworm';
+export const DEBIAN_PACKAGES = [
+  'ca-certificates',
+  'conntrack',
+  'containernetworking-plugins',
+  'ethtool',
+  'iproute2',
+  'iptables',
+  'kmod',
+  'libseccomp2',
+  'mount',
+  'nftables',
+  'nodejs',
+  'procps',
+  'socat',
+  'tini',
+  'wireguard-go',
+  'wireguard-tools',
+];
+
+/** CNI plugins kept from Debian's containernetworking-plugins; the rest are removed to save space. */
+export const CNI_PLUGINS_KEPT = ['bridge', 'host-local', 'loopback', 'portmap'];
+
+/** Images that every node's containerd holds from the start, built locally from the binaries above. */
+export const PAUSE_IMAGE = 'vind.dev/pause:3.10';
+export const COREDNS_IMAGE = `vind.dev/coredns:${GO_TOOLS.find((t) => t.name === 'coredns')!.version}`;
+
+export function goTool(name: string): GoTool {
+  const tool = GO_TOOLS.find((t) => t.name === name);
+  if (!tool) throw new Error(`unknown Go tool ${name}`);
+  return tool;
+}

@@ -1,0 +1,136 @@
+// containerd inside a node: its configuration (pure), its start under the supervisor, and the
+// images every node holds from the start (the pod sandbox and CoreDNS), imported from the image.
+
+import { readdir, writeFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { log } from './log.js';
+import type { Supervisor } from './supervisor.js';
+
+export const CONTAINERD_SOCKET = '/run/containerd/containerd.sock';
+export const CONTAINERD_CONFIG = '/etc/containerd/config.toml';
+export const REGISTRY_HOSTS_DIR = '/etc/containerd/certs.d';
+export const PRELOADED_IMAGES_DIR = '/opt/vind/images';
+const K8S_NAMESPACE = 'k8s.io';
+
+export interface ContainerdOptions {
+  sandboxImage: string;
+  /** Hosts that withhold CAP_SYS_RESOURCE refuse a negative oom_score_adj. */
+  restrictOomScoreAdj: boolean;
+  cgroupDriver: 'cgroupfs' | 'systemd';
+  cniBinDir: string;
+  cniConfDir: string;
+}
+
+function quote(value: string): string {
+  return JSON.stringify(value);
+}
+
+export function containerdConfig(options: ContainerdOptions): string {
+  return `# Written by vind node-agent; rewritten at every start of the node.
+version = 3
+root = "/var/lib/containerd"
+state = "/run/containerd"
+
+[grpc]
+  address = ${quote(CONTAINERD_SOCKET)}
+
+[plugins]
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = "overlayfs"
+    [plugins.'io.containerd.cri.v1.images'.pinned_images]
+      sandbox = ${quote(options.sandboxImage)}
+    [plugins.'io.containerd.cri.v1.images'.registry]
+      config_path = ${quote(REGISTRY_HOSTS_DIR)}
+
+  [plugins.'io.containerd.cri.v1.runtime']
+    restrict_oom_score_adj = ${options.restrictOomScoreAdj}
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      bin_dirs = [${quote(options.cniBinDir)}]
+      conf_dir = ${quote(options.cniConfDir)}
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = "runc"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+          BinaryName = "/usr/local/bin/runc"
+          SystemdCgroup = ${options.cgroupDriver === 'systemd'}
+
+  [plugins.'io.containerd.grpc.v1.cri']
+    disable_tcp_service = true
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+`;
+}
+
+export async function ctr(args: string[]) {
+  return execa('ctr', ['--address', CONTAINERD_SOCKET, ...args], { reject: false });
+}
+
+async function waitForContainerd(timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const result = await ctr(['version']);
+    if (result.exitCode === 0) return;
+    if (Date.now() > deadline) throw new Error(`containerd did not answer within ${timeoutMs}ms: ${result.stderr}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+export async function startContainerd(supervisor: Supervisor, options: ContainerdOptions): Promise<void> {
+  await mkdir('/etc/containerd', { recursive: true });
+  await mkdir(REGISTRY_HOSTS_DIR, { recursive: true });
+  await writeFile(CONTAINERD_CONFIG, containerdConfig(options));
+  supervisor.start({ name: 'containerd', command: 'containerd', args: ['--config', CONTAINERD_CONFIG] });
+  await waitForContainerd(60_000);
+}
+
+/** Imports the images shipped in the node image, skipping those containerd already holds. */
+export async function importPreloadedImages(): Promise<void> {
+  const present = await ctr(['-n', K8S_NAMESPACE, 'images', 'ls', '-q']);
+  const known = new Set(present.stdout.split('\n').filter(Boolean));
+  let archives: string[] = [];
+  try {
+    archives = (await readdir(PRELOADED_IMAGES_DIR)).filter((f) => f.endsWith('.tar'));
+  } catch {
+    return;
+  }
+  await Promise.all(
+    archives.map(async (archive) => {
+      const references = await archiveReferences(join(PRELOADED_IMAGES_DIR, archive));
+      if (references.length > 0 && references.every((r) => known.has(r))) return;
+      const result = await ctr([
+        '-n',
+        K8S_NAMESPACE,
+        'images',
+        'import',
+        '--platform',
+        'linux/amd64',
+        join(PRELOADED_IMAGES_DIR, archive),
+      ]);
+      if (result.exitCode !== 0) throw new Error(`importing ${archive}: ${result.stderr.trim()}`);
+      log(`imported ${references.join(', ') || archive}`);
+    }),
+  );
+}
+
+/** Image references named in a docker-archive's manifest.json, read with tar. */
+async function archiveReferences(archive: string): Promise<string[]> {
+  const result = await execa('tar', ['-xOf', archive, 'manifest.json'], { reject: false });
+  if (result.exitCode !== 0) return [];
+  const manifest = JSON.parse(result.stdout) as { RepoTags?: string[] }[];
+  return manifest.flatMap((m) => m.RepoTags ?? []).map(normalizeReference);
+}
+
+/** containerd stores fully qualified references: docker.io/library/x:latest for "x". */
+export function normalizeReference(reference: string): string {
+  let ref = reference;
+  const firstSlash = ref.indexOf('/');
+  const first = firstSlash === -1 ? '' : ref.slice(0, firstSlash);
+  if (firstSlash === -1 || (!first.includes('.') && !first.includes(':') && first !== 'localhost')) {
+    ref = `docker.io/${firstSlash === -1 ? `library/${ref}` : ref}`;
+  }
+  const lastSlash = ref.lastIndexOf('/');
+  if (!ref.slice(lastSlash).includes(':') && !ref.includes('@')) ref = `${ref}:latest`;
+  return ref;
+}

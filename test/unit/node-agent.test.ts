@@ -1,0 +1,106 @@
+import { describe, expect, it } from 'vitest';
+import { containerdConfig, normalizeReference } from '../../node-agent/containerd.js';
+import {
+  CAP_SYS_RESOURCE,
+  cgroupV1Hierarchies,
+  cgroupVersion,
+  hasBoundingCapability,
+  isReadOnly,
+  parseMountinfo,
+} from '../../node-agent/mounts.js';
+import { restartDelay } from '../../node-agent/supervisor.js';
+
+// Taken from a node container on a cgroup v1 host with the capability-based security mode.
+const MOUNTINFO_V1 = `\
+1063 884 0:75 / / rw,relatime master:320 - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w
+1064 1063 0:78 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+1066 1063 0:80 / /sys ro,nosuid,nodev,noexec,relatime - sysfs sysfs ro
+1067 1066 0:81 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - tmpfs tmpfs rw,mode=755
+1068 1067 0:29 / /sys/fs/cgroup/cpu,cpuacct ro,nosuid,nodev,noexec,relatime - cgroup cgroup rw,cpu,cpuacct
+1069 1067 0:30 / /sys/fs/cgroup/memory ro,nosuid,nodev,noexec,relatime - cgroup cgroup rw,memory
+1070 1067 0:31 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw
+1071 1063 0:40 / /var/lib/with\\040space rw - ext4 /dev/vda rw
+`;
+
+const MOUNTINFO_V2 = `\
+20 1 0:75 / / rw - overlay overlay rw
+21 20 0:80 / /sys rw,nosuid - sysfs sysfs rw
+22 21 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate
+`;
+
+describe('mountinfo', () => {
+  it('parses mount points, options and file system types', () => {
+    const mounts = parseMountinfo(MOUNTINFO_V1);
+    expect(mounts).toHaveLength(8);
+    const sys = mounts.find((m) => m.mountPoint === '/sys')!;
+    expect(sys.fsType).toBe('sysfs');
+    expect(isReadOnly(sys)).toBe(true);
+    expect(mounts.find((m) => m.mountPoint === '/var/lib/with space')).toBeDefined();
+  });
+
+  it('tells cgroup v1 from v2 by what is mounted on /sys/fs/cgroup', () => {
+    expect(cgroupVersion(parseMountinfo(MOUNTINFO_V1))).toBe(1);
+    expect(cgroupVersion(parseMountinfo(MOUNTINFO_V2))).toBe(2);
+  });
+
+  it('lists the v1 hierarchies and leaves the unified mount out', () => {
+    const points = cgroupV1Hierarchies(parseMountinfo(MOUNTINFO_V1)).map((m) => m.mountPoint);
+    expect(points).toEqual(['/sys/fs/cgroup/cpu,cpuacct', '/sys/fs/cgroup/memory']);
+  });
+});
+
+describe('hasBoundingCapability', () => {
+  it('reads the bounding set', () => {
+    expect(hasBoundingCapability('CapBnd:\t000001ffffffffff\n', CAP_SYS_RESOURCE)).toBe(true);
+    // This workplace's hosts: every capability except CAP_SYS_RESOURCE (bit 24).
+    expect(hasBoundingCapability('CapBnd:\t000001fffeffffff\n', CAP_SYS_RESOURCE)).toBe(false);
+    expect(hasBoundingCapability('no such line', CAP_SYS_RESOURCE)).toBe(false);
+  });
+});
+
+describe('containerdConfig', () => {
+  const options = {
+    sandboxImage: 'vind.dev/pause:3.10',
+    restrictOomScoreAdj: true,
+    cgroupDriver: 'cgroupfs' as const,
+    cniBinDir: '/usr/lib/cni',
+    cniConfDir: '/etc/cni/net.d',
+  };
+
+  it('pins the sandbox image and the registry hosts folder', () => {
+    const config = containerdConfig(options);
+    expect(config).toContain('version = 3');
+    expect(config).toContain('sandbox = "vind.dev/pause:3.10"');
+    expect(config).toContain('config_path = "/etc/containerd/certs.d"');
+    expect(config).toContain('bin_dirs = ["/usr/lib/cni"]');
+  });
+
+  it('follows the host on oom_score_adj and the cgroup driver', () => {
+    expect(containerdConfig(options)).toContain('restrict_oom_score_adj = true');
+    expect(containerdConfig(options)).toContain('SystemdCgroup = false');
+    const other = containerdConfig({ ...options, restrictOomScoreAdj: false, cgroupDriver: 'systemd' });
+    expect(other).toContain('restrict_oom_score_adj = false');
+    expect(other).toContain('SystemdCgroup = true');
+  });
+});
+
+describe('normalizeReference', () => {
+  it.each([
+    ['busybox', 'docker.io/library/busybox:latest'],
+    ['user/app:1', 'docker.io/user/app:1'],
+    ['vind.dev/pause:3.10', 'vind.dev/pause:3.10'],
+    ['localhost/app', 'localhost/app:latest'],
+    ['registry:5000/app', 'registry:5000/app:latest'],
+  ])('%s -> %s', (input, expected) => {
+    expect(normalizeReference(input)).toBe(expected);
+  });
+});
+
+describe('restartDelay', () => {
+  it('backs off exponentially up to 30 s', () => {
+    expect(restartDelay(0)).toBe(500);
+    expect(restartDelay(1)).toBe(1000);
+    expect(restartDelay(3)).toBe(4000);
+    expect(restartDelay(20)).toBe(30_000);
+  });
+});
