@@ -67,11 +67,14 @@ export async function removeImage(reference: string): Promise<void> {
 /** Streams a root file system tarball into a new image (the Engine API's form of `docker import`). */
 export async function importRootfs(rootfsTar: Readable, reference: string, changes: string[]): Promise<void> {
   const [repo, tag] = splitReference(reference);
-  const progress = (await docker().importImage(rootfsTar as unknown as string, {
-    repo,
-    tag,
-    changes,
-  } as object)) as NodeJS.ReadableStream;
+  const progress = (await docker().importImage(
+    rootfsTar as unknown as string,
+    {
+      repo,
+      tag,
+      changes,
+    } as object,
+  )) as NodeJS.ReadableStream;
   await followProgress(progress);
 }
 
@@ -105,8 +108,10 @@ export async function packDirectory(directory: string, files: string[]): Promise
       const info = await stat(join(directory, file));
       const content = await readFile(join(directory, file));
       await new Promise<void>((resolve, reject) =>
-        pack.entry({ name: file, mode: info.mode & 0o7777, uid: 0, gid: 0, size: content.length }, content, (err) =>
-          err ? reject(err) : resolve(),
+        pack.entry(
+          { name: file, mode: info.mode & 0o7777, uid: 0, gid: 0, size: content.length },
+          content,
+          (err) => (err ? reject(err) : resolve()),
         ),
       );
     }

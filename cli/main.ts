@@ -5,12 +5,13 @@ import { Command } from 'commander';
 import { registerImageCommands } from './commands/image.js';
 import { describeError, VindError } from './errors.js';
 import { StepError } from './progress.js';
+import { VIND_VERSION } from './version.js';
 
 const program = new Command();
 program
   .name('vind')
   .description('Kubernetes clusters made of Docker containers')
-  .version('0.1.0')
+  .version(VIND_VERSION)
   .showHelpAfterError(false);
 
 registerImageCommands(program);

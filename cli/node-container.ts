@@ -4,6 +4,7 @@
 
 import type Docker from 'dockerode';
 import { LABEL_CLUSTER, LABEL_ROLE, LABEL_VERSION, probeHostCapabilities } from './docker.js';
+import { VIND_VERSION } from './version.js';
 
 export type NodeRole = 'control-plane' | 'worker';
 export type SecurityMode = 'privileged' | 'capabilities';
@@ -24,10 +25,11 @@ export interface NodeContainerOptions {
   command?: string[];
 }
 
-const VIND_VERSION = '0.1.0';
+/** The Engine API has CgroupnsMode since 1.41; the type definitions lag behind. */
+export type NodeHostConfig = Docker.HostConfig & { CgroupnsMode?: 'private' | 'host' };
 
-export function nodeHostConfig(options: NodeContainerOptions): Docker.HostConfig {
-  const common: Docker.HostConfig = {
+export function nodeHostConfig(options: NodeContainerOptions): NodeHostConfig {
+  const common: NodeHostConfig = {
     CgroupnsMode: 'private',
     Binds: [`${options.varVolume}:/var`],
     Tmpfs: { '/run': 'rw,nosuid,nodev,exec', '/tmp': 'rw,nosuid,nodev,exec' },
@@ -45,7 +47,10 @@ export function nodeHostConfig(options: NodeContainerOptions): Docker.HostConfig
     CapAdd: ['ALL'],
     // The one capability such hosts withhold; asking for it makes Docker refuse to start the node.
     CapDrop: ['SYS_RESOURCE'],
-    SecurityOpt: ['seccomp=unconfined', 'apparmor=unconfined', 'label=disable', 'systempaths=unconfined'],
+    SecurityOpt: ['seccomp=unconfined', 'apparmor=unconfined', 'label=disable'],
+    // The API form of `--security-opt systempaths=unconfined`: nothing under /proc or /sys masked.
+    MaskedPaths: [],
+    ReadonlyPaths: [],
     DeviceCgroupRules: ['a *:* rwm'],
     Devices: [
       { PathOnHost: '/dev/kmsg', PathInContainer: '/dev/kmsg', CgroupPermissions: 'rwm' },

@@ -1,7 +1,8 @@
 // Long work shows each step and how long it took, on stderr, so stdout stays clean for data.
 
 export interface Reporter {
-  step<T>(name: string, work: () => Promise<T>): Promise<T>;
+  /** Runs one named step; the work may add a note (such as "cached") to the line that closes it. */
+  step<T>(name: string, work: (note: (text: string) => void) => Promise<T>): Promise<T>;
   info(message: string): void;
   warn(message: string): void;
 }
@@ -31,10 +32,12 @@ export function consoleReporter(stream: NodeJS.WriteStream = process.stderr, qui
     async step(name, work) {
       const started = performance.now();
       if (!quiet) stream.write(tty ? ` • ${name} …` : ` • ${name}\n`);
+      let detail = '';
       try {
-        const result = await work();
+        const result = await work((text) => (detail = `, ${text}`));
         const took = formatDuration(performance.now() - started);
-        if (!quiet) stream.write(tty ? `\r\x1b[K ✓ ${name} (${took})\n` : ` ✓ ${name} (${took})\n`);
+        const line = ` ✓ ${name} (${took}${detail})\n`;
+        if (!quiet) stream.write(tty ? `\r\x1b[K${line}` : line);
         return result;
       } catch (error) {
         const took = formatDuration(performance.now() - started);

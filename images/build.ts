@@ -18,10 +18,12 @@ import {
   LABEL_KUBERNETES_VERSION,
   LABEL_VERSION,
   packDirectory,
+  removeImage,
 } from '../cli/docker.js';
 import { VindError } from '../cli/errors.js';
 import { cacheDir, logDir } from '../cli/paths.js';
 import type { Reporter } from '../cli/progress.js';
+import { VIND_VERSION } from '../cli/version.js';
 import { buildDockerArchive } from './docker-archive.js';
 import { inputsHash, shortHash } from './inputs.js';
 import {
@@ -49,7 +51,6 @@ import {
 } from './recipe.js';
 
 export const PROJECT_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const VIND_VERSION = '0.1.0';
 
 export interface ImageBuildOptions {
   kubernetesVersion?: string;
@@ -80,8 +81,16 @@ export function parseVersionOption(input: string | undefined): KubernetesVersion
 /** A stage failure names the stage and the log that holds the whole output. */
 class StageFailure extends VindError {}
 
+interface RunOptions {
+  cwd?: string;
+  env?: Record<string, string>;
+  /** Return the output of a failed command instead of throwing. */
+  allowFailure?: boolean;
+}
+
 interface Runner {
-  run(command: string, args: string[], options?: { cwd?: string; env?: Record<string, string> }): Promise<string>;
+  run(command: string, args: string[], options?: RunOptions): Promise<{ stdout: string; failed: boolean }>;
+  fail(reason: string): StageFailure;
   logFile: string;
 }
 
@@ -89,8 +98,17 @@ async function stageRunner(stage: string): Promise<Runner> {
   await mkdir(logDir(), { recursive: true });
   const logFile = join(logDir(), `image-build-${stage}.log`);
   await writeFile(logFile, '');
+  const fail = (reason: string) => {
+    const oneLine = reason
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean)
+      .join(' ');
+    return new StageFailure(`${oneLine} (full log: ${logFile})`);
+  };
   return {
     logFile,
+    fail,
     async run(command, args, options = {}) {
       await writeFile(logFile, `$ ${command} ${args.join(' ')}\n`, { flag: 'a' });
       const result = await execa(command, args, {
@@ -103,12 +121,12 @@ async function stageRunner(stage: string): Promise<Runner> {
         stdin: 'ignore',
       });
       if (result.stdout) await writeFile(logFile, `${result.stdout}\n`, { flag: 'a' });
-      if (result.exitCode !== 0 || result.failed) {
+      const failed = result.exitCode !== 0 || result.failed;
+      if (failed && !options.allowFailure) {
         const lines = (await readFile(logFile, 'utf8')).trim().split('\n');
-        const last = lines.filter((l) => l.trim() !== '').at(-1) ?? result.shortMessage ?? 'failed';
-        throw new StageFailure(`${stage}: ${last.trim()} (full log: ${logFile})`);
+        throw fail(lines.filter((l) => l.trim() !== '').at(-1) ?? result.shortMessage ?? 'failed');
       }
-      return result.stdout;
+      return { stdout: result.stdout, failed };
     },
   };
 }
@@ -128,12 +146,19 @@ interface ModuleInfo {
 }
 
 async function downloadModule(runner: Runner, module: string, version: string): Promise<ModuleInfo> {
-  const output = await runner.run('go', ['mod', 'download', '-json', `${module}@${version}`], {
+  const { stdout, failed } = await runner.run('go', ['mod', 'download', '-json', `${module}@${version}`], {
     cwd: tmpdir(),
     env: GO_ENV,
+    allowFailure: true,
   });
-  const info = JSON.parse(output) as ModuleInfo & { Error?: string; Info?: string };
-  if (info.Error) throw new StageFailure(`${module}@${version}: ${info.Error}`);
+  let info: ModuleInfo & { Error?: string; Info?: string };
+  try {
+    info = JSON.parse(stdout) as typeof info;
+  } catch {
+    throw runner.fail(`go mod download ${module}@${version} failed`);
+  }
+  // go reports a missing version or an unreachable proxy in the JSON, not on stderr.
+  if (info.Error || failed) throw runner.fail(info.Error ?? `go mod download ${module}@${version} failed`);
   if (info.Info && existsSync(info.Info)) {
     const meta = JSON.parse(await readFile(info.Info, 'utf8')) as { Time?: string };
     info.Time = meta.Time;
@@ -161,10 +186,12 @@ async function goVersion(): Promise<string> {
   return (await execa('go', ['env', 'GOVERSION'])).stdout.trim();
 }
 
-async function compileKubernetes(version: KubernetesVersion, go: string): Promise<string> {
+type Note = (text: string) => void;
+
+async function compileKubernetes(version: KubernetesVersion, go: string, note: Note): Promise<string> {
   const runner = await stageRunner('kubernetes');
   const buildKey = JSON.stringify({ version: version.tag, go, components: KUBERNETES_COMPONENTS });
-  const { dir } = await cachedBinaries(`kubernetes-${version.tag}`, buildKey, async (outDir) => {
+  const { dir, cached } = await cachedBinaries(`kubernetes-${version.tag}`, buildKey, async (outDir) => {
     const module = await downloadModule(runner, 'k8s.io/kubernetes', version.tag);
     const kubernetesGoMod = await readFile(module.GoMod, 'utf8');
     const work = join(cacheDir(), 'build', `kubernetes-${version.tag}`);
@@ -189,13 +216,14 @@ async function compileKubernetes(version: KubernetesVersion, go: string): Promis
       { cwd: work, env: { ...GO_ENV, CGO_ENABLED: '0' } },
     );
   });
+  if (cached) note('cached');
   return dir;
 }
 
-async function compileGoTool(tool: GoTool, go: string): Promise<string> {
+async function compileGoTool(tool: GoTool, go: string, note: Note): Promise<string> {
   const runner = await stageRunner(tool.name);
   const buildKey = JSON.stringify({ tool, go });
-  const { dir } = await cachedBinaries(`${tool.name}-${tool.version}`, buildKey, async (outDir) => {
+  const { dir, cached } = await cachedBinaries(`${tool.name}-${tool.version}`, buildKey, async (outDir) => {
     // Built inside the module's own folder, so its own go.mod, go.sum and replace directives apply:
     // the dependency versions its authors tested, not ones raised by a shared build module.
     const module = await downloadModule(runner, tool.module, tool.version);
@@ -217,16 +245,22 @@ async function compileGoTool(tool: GoTool, go: string): Promise<string> {
       env: { GOWORK: 'off', GOFLAGS: '-mod=readonly', CGO_ENABLED: tool.cgo ? '1' : '0' },
     });
   });
+  if (cached) note('cached');
   return dir;
 }
 
-async function compilePause(): Promise<string> {
+async function compilePause(note: Note): Promise<string> {
   const runner = await stageRunner('pause');
   const source = join(PROJECT_ROOT, 'images', 'pause', 'pause.c');
   const sourceText = await readFile(source, 'utf8');
-  const { dir } = await cachedBinaries('pause', inputsHash({ source: sourceText }), async (outDir) => {
-    await runner.run('gcc', ['-static', '-Os', '-s', '-o', join(outDir, 'pause'), source]);
-  });
+  const { dir, cached } = await cachedBinaries(
+    'pause',
+    inputsHash({ source: sourceText }),
+    async (outDir) => {
+      await runner.run('gcc', ['-static', '-Os', '-s', '-o', join(outDir, 'pause'), source]);
+    },
+  );
+  if (cached) note('cached');
   return join(dir, 'pause');
 }
 
@@ -240,7 +274,9 @@ export async function bundleNodeAgent(): Promise<string> {
     format: 'esm',
     write: false,
     legalComments: 'none',
-    banner: { js: "import { createRequire as __vindRequire } from 'node:module'; const require = __vindRequire(import.meta.url);" },
+    banner: {
+      js: "import { createRequire as __vindRequire } from 'node:module'; const require = __vindRequire(import.meta.url);",
+    },
     logLevel: 'silent',
   });
   return result.outputFiles[0]!.text;
@@ -283,18 +319,32 @@ async function ensureBaseImage(reference: string, reporter: Reporter): Promise<v
       for (const plugin of await readdir(cniDir)) {
         if (!CNI_PLUGINS_KEPT.includes(plugin)) await rm(join(cniDir, plugin), { force: true });
       }
-      const tarProcess = execa('tar', ['--numeric-owners', '-C', root, '-cf', '-', '.'], {
+      const tarProcess = execa('tar', ['--numeric-owner', '-C', root, '-cf', '-', '.'], {
         stdout: 'pipe',
+        reject: true,
         stderr: { file: runner.logFile, append: true },
         buffer: false,
       });
-      await Promise.all([
-        importRootfs(tarProcess.stdout, reference, [
-          'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-          'CMD ["/bin/bash"]',
-        ]),
-        tarProcess,
+      const imported = importRootfs(tarProcess.stdout, reference, [
+        'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+        'CMD ["/bin/bash"]',
       ]);
+      const [packError, importError] = await Promise.all([
+        tarProcess.then(
+          () => undefined,
+          (error: Error) => error,
+        ),
+        imported.then(
+          () => undefined,
+          (error: Error) => error,
+        ),
+      ]);
+      if (packError || importError) {
+        // Docker tags an import as it reads it: an interrupted stream must not stay as the base.
+        await removeImage(reference);
+        const reason = (importError ?? packError)!.message.split('\n')[0];
+        throw new StageFailure(`importing ${reference}: ${reason} (full log: ${runner.logFile})`);
+      }
     } finally {
       await rm(root, { recursive: true, force: true });
     }
@@ -338,12 +388,14 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
   await requireCommand('gcc', 'install it with `sudo apt-get install build-essential libseccomp-dev`');
 
   await ensureBaseImage(baseImage, reporter);
-  const kubernetesDir = await reporter.step(`compile Kubernetes ${version.tag}`, () =>
-    compileKubernetes(version, go),
+  const kubernetesDir = await reporter.step(`compile Kubernetes ${version.tag}`, (note) =>
+    compileKubernetes(version, go, note),
   );
   const toolDirs: string[] = [];
   for (const tool of GO_TOOLS) {
-    toolDirs.push(await reporter.step(`compile ${tool.name} ${tool.version}`, () => compileGoTool(tool, go)));
+    toolDirs.push(
+      await reporter.step(`compile ${tool.name} ${tool.version}`, (note) => compileGoTool(tool, go, note)),
+    );
   }
   const pauseBinary = await reporter.step('compile pause', compilePause);
 

@@ -72,7 +72,8 @@ async function waitForContainerd(timeoutMs: number): Promise<void> {
   for (;;) {
     const result = await ctr(['version']);
     if (result.exitCode === 0) return;
-    if (Date.now() > deadline) throw new Error(`containerd did not answer within ${timeoutMs}ms: ${result.stderr}`);
+    if (Date.now() > deadline)
+      throw new Error(`containerd did not answer within ${timeoutMs}ms: ${result.stderr}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
@@ -89,12 +90,9 @@ export async function startContainerd(supervisor: Supervisor, options: Container
 export async function importPreloadedImages(): Promise<void> {
   const present = await ctr(['-n', K8S_NAMESPACE, 'images', 'ls', '-q']);
   const known = new Set(present.stdout.split('\n').filter(Boolean));
-  let archives: string[] = [];
-  try {
-    archives = (await readdir(PRELOADED_IMAGES_DIR)).filter((f) => f.endsWith('.tar'));
-  } catch {
-    return;
-  }
+  const archives = (await readdir(PRELOADED_IMAGES_DIR).catch(() => [] as string[])).filter((f) =>
+    f.endsWith('.tar'),
+  );
   await Promise.all(
     archives.map(async (archive) => {
       const references = await archiveReferences(join(PRELOADED_IMAGES_DIR, archive));

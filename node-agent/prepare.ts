@@ -70,7 +70,10 @@ async function prepareCgroupV2(): Promise<void> {
     }
   }
   const controllers = (await readFile(join(root, 'cgroup.controllers'), 'utf8')).trim().split(/\s+/);
-  const wanted = controllers.filter(Boolean).map((c) => `+${c}`).join(' ');
+  const wanted = controllers
+    .filter(Boolean)
+    .map((c) => `+${c}`)
+    .join(' ');
   if (wanted) await writeFile(join(root, 'cgroup.subtree_control'), wanted);
 }
 
@@ -93,7 +96,9 @@ async function applySysctls(): Promise<void> {
       if (current === value || (key.startsWith('fs/inotify') && Number(current) >= Number(value))) continue;
       await writeFile(path, value);
     } catch (error) {
-      log(`sysctl ${key.replaceAll('/', '.')}=${value} not applied: ${(error as NodeJS.ErrnoException).code}`);
+      log(
+        `sysctl ${key.replaceAll('/', '.')}=${value} not applied: ${(error as NodeJS.ErrnoException).code}`,
+      );
     }
   }
 }

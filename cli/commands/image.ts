@@ -18,9 +18,7 @@ export function registerImageCommands(program: Command): void {
         reporter,
       });
       if (!result.skipped) {
-        reporter.info(
-          `built ${result.reference} in ${((performance.now() - started) / 1000).toFixed(1)}s`,
-        );
+        reporter.info(`built ${result.reference} in ${((performance.now() - started) / 1000).toFixed(1)}s`);
       }
       process.stdout.write(`${result.reference}\n`);
     });

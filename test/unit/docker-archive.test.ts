@@ -3,7 +3,9 @@ import { describe, expect, it } from 'vitest';
 import tar from 'tar-stream';
 import { buildDockerArchive, parentDirectories } from '../../images/docker-archive.js';
 
-async function readTar(archive: Buffer): Promise<Map<string, { content: Buffer; mode?: number; type?: string }>> {
+async function readTar(
+  archive: Buffer,
+): Promise<Map<string, { content: Buffer; mode?: number; type?: string }>> {
   const extract = tar.extract();
   const entries = new Map<string, { content: Buffer; mode?: number; type?: string }>();
   const done = new Promise<void>((resolve, reject) => {
@@ -11,7 +13,11 @@ async function readTar(archive: Buffer): Promise<Map<string, { content: Buffer; 
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('end', () => {
-        entries.set(header.name, { content: Buffer.concat(chunks), mode: header.mode, type: header.type ?? undefined });
+        entries.set(header.name, {
+          content: Buffer.concat(chunks),
+          mode: header.mode,
+          type: header.type ?? undefined,
+        });
         next();
       });
       stream.resume();

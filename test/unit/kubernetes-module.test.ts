@@ -55,7 +55,11 @@ describe('staging modules', () => {
   });
 
   it('reads only the ./staging replacements out of the go.mod', () => {
-    expect(stagingModules(KUBERNETES_GO_MOD)).toEqual(['k8s.io/api', 'k8s.io/apimachinery', 'k8s.io/cri-api']);
+    expect(stagingModules(KUBERNETES_GO_MOD)).toEqual([
+      'k8s.io/api',
+      'k8s.io/apimachinery',
+      'k8s.io/cri-api',
+    ]);
   });
 
   it('writes a wrapper module that pins every staging module and keeps the go directive', () => {

@@ -22,7 +22,8 @@ describe('nodeHostConfig', () => {
     expect(config.Privileged).toBeUndefined();
     expect(config.CapAdd).toEqual(['ALL']);
     expect(config.CapDrop).toEqual(['SYS_RESOURCE']);
-    expect(config.SecurityOpt).toContain('systempaths=unconfined');
+    expect(config.MaskedPaths).toEqual([]);
+    expect(config.ReadonlyPaths).toEqual([]);
     expect(config.DeviceCgroupRules).toEqual(['a *:* rwm']);
     expect(config.Devices?.map((d) => d.PathInContainer)).toEqual(['/dev/kmsg', '/dev/net/tun']);
   });

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what vind needs on a Debian host to build node images and run clusters:
+# Docker (Debian's docker.io), debootstrap, and the C toolchain and libseccomp for runc.
+# Go 1.24+ and Node.js 20+ are expected to be installed already.
+set -euo pipefail
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+[ -e /usr/include/seccomp.h ] || missing+=(libseccomp-dev)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+for tool in go node npm; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is not installed" >&2; exit 1; }
+done
