@@ -77,15 +77,16 @@ async function prepareCgroupV2(): Promise<void> {
   if (wanted) await writeFile(join(root, 'cgroup.subtree_control'), wanted);
 }
 
-/** Kernel settings per network namespace, plus host-wide ones that only a privileged node may set. */
+/**
+ * Kernel settings of the node's own network namespace. Host-wide settings (inotify limits) are
+ * left to the user: the CLI warns with the sysctl to run instead of changing the host behind its back.
+ */
 const SYSCTLS: Record<string, string> = {
   'net/ipv4/ip_forward': '1',
   'net/ipv6/conf/all/forwarding': '1',
   'net/bridge/bridge-nf-call-iptables': '1',
   'net/bridge/bridge-nf-call-ip6tables': '1',
   'net/ipv4/conf/all/route_localnet': '1',
-  'fs/inotify/max_user_instances': '8192',
-  'fs/inotify/max_user_watches': '524288',
 };
 
 async function applySysctls(): Promise<void> {
@@ -93,7 +94,7 @@ async function applySysctls(): Promise<void> {
     const path = join('/proc/sys', key);
     try {
       const current = (await readFile(path, 'utf8')).trim();
-      if (current === value || (key.startsWith('fs/inotify') && Number(current) >= Number(value))) continue;
+      if (current === value) continue;
       await writeFile(path, value);
     } catch (error) {
       log(
