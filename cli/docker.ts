@@ -289,3 +289,124 @@ export async function pipeToFile(stream: Readable, file: string): Promise<void> 
   await mkdir(dirname(file), { recursive: true });
   await pipeline(stream, createWriteStream(file));
 }
+
+export interface NetworkSpec {
+  name: string;
+  subnet: string;
+  gateway: string;
+  ipRange: string;
+  labels: Record<string, string>;
+}
+
+export async function createNetwork(spec: NetworkSpec): Promise<void> {
+  await docker().createNetwork({
+    Name: spec.name,
+    Driver: 'bridge',
+    CheckDuplicate: true,
+    Labels: spec.labels,
+    IPAM: {
+      Driver: 'default',
+      Config: [{ Subnet: spec.subnet, Gateway: spec.gateway, IPRange: spec.ipRange }],
+    },
+    Options: { 'com.docker.network.bridge.enable_ip_masquerade': 'true' },
+  });
+}
+
+export async function removeNetwork(name: string): Promise<void> {
+  try {
+    await docker().getNetwork(name).remove();
+  } catch (error) {
+    if (statusCode(error) !== 404) throw error;
+  }
+}
+
+/** Every IPv4 subnet that a Docker network on this engine uses. */
+export async function usedSubnets(): Promise<string[]> {
+  const networks = await docker().listNetworks();
+  return networks
+    .flatMap((n) => (n.IPAM?.Config ?? []).map((c) => c.Subnet ?? ''))
+    .filter((s) => s.includes('.'));
+}
+
+export async function listNetworks(labels: string[]): Promise<Docker.NetworkInspectInfo[]> {
+  return docker().listNetworks({ filters: { label: labels } });
+}
+
+export async function networkExists(name: string): Promise<boolean> {
+  try {
+    await docker().getNetwork(name).inspect();
+    return true;
+  } catch (error) {
+    if (statusCode(error) === 404) return false;
+    throw error;
+  }
+}
+
+export async function inspectContainer(name: string): Promise<Docker.ContainerInspectInfo | undefined> {
+  try {
+    return await docker().getContainer(name).inspect();
+  } catch (error) {
+    if (statusCode(error) === 404) return undefined;
+    throw error;
+  }
+}
+
+/** Reads a small file out of a running container. */
+export async function readContainerFile(container: string, path: string): Promise<string | undefined> {
+  const result = await execInContainer(container, ['cat', path]);
+  return result.exitCode === 0 ? result.stdout : undefined;
+}
+
+/** Runs a command in a container with a stream as its standard input (image imports). */
+export async function execWithInput(
+  container: string,
+  command: string[],
+  input: Readable,
+): Promise<ExecResult> {
+  const exec = await docker()
+    .getContainer(container)
+    .exec({ Cmd: command, AttachStdin: true, AttachStdout: true, AttachStderr: true });
+  const stream = (await exec.start({ hijack: true, stdin: true })) as unknown as NodeJS.ReadWriteStream & {
+    end(): void;
+  };
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  stdout.on('data', (c: Buffer) => out.push(c));
+  stderr.on('data', (c: Buffer) => err.push(c));
+  docker().modem.demuxStream(stream, stdout, stderr);
+  const finished = new Promise<void>((resolve, reject) => {
+    stream.on('end', resolve);
+    stream.on('close', resolve);
+    stream.on('error', reject);
+  });
+  // Half-close after the input: the command sees end of file and the output still arrives.
+  input.pipe(stream as unknown as NodeJS.WritableStream);
+  await finished;
+  const info = await exec.inspect();
+  return {
+    exitCode: info.ExitCode ?? -1,
+    stdout: Buffer.concat(out).toString('utf8'),
+    stderr: Buffer.concat(err).toString('utf8'),
+  };
+}
+
+/** `docker save` of one or more images, as a tar stream. */
+export async function saveImages(references: string[]): Promise<Readable> {
+  const modem = docker().modem as unknown as {
+    dial(options: object, callback: (error: Error | null, stream: Readable) => void): void;
+  };
+  return new Promise((resolve, reject) => {
+    modem.dial(
+      {
+        path: '/images/get?',
+        method: 'GET',
+        options: { names: references },
+        isStream: true,
+        statusCodes: { 200: true, 404: 'no such image', 500: 'server error' },
+      },
+      (error, stream) => (error ? reject(error) : resolve(stream)),
+    );
+  });
+}

@@ -2,6 +2,7 @@
 // vind: real Kubernetes clusters as Docker containers.
 
 import { Command } from 'commander';
+import { registerClusterCommands } from './commands/cluster.js';
 import { registerImageCommands } from './commands/image.js';
 import { describeError, VindError } from './errors.js';
 import { StepError } from './progress.js';
@@ -14,6 +15,7 @@ program
   .version(VIND_VERSION)
   .showHelpAfterError(false);
 
+registerClusterCommands(program);
 registerImageCommands(program);
 
 function fail(error: unknown): never {

@@ -10,6 +10,8 @@ export interface ArchiveFile {
   path: string;
   content: Buffer;
   mode: number;
+  /** Makes the entry a symbolic link to this target; content is ignored. */
+  linkTarget?: string;
 }
 
 export interface ImageSpec {
@@ -67,7 +69,9 @@ export async function buildLayer(files: ArchiveFile[]): Promise<Buffer> {
       pack.entry({ name: `${dir}/`, type: 'directory', mode: 0o755, mtime: FIXED_TIME, uid: 0, gid: 0 });
     }
     for (const file of sorted) {
-      pack.entry({ name: file.path, mode: file.mode, mtime: FIXED_TIME, uid: 0, gid: 0 }, file.content);
+      const header = { name: file.path, mode: file.mode, mtime: FIXED_TIME, uid: 0, gid: 0 };
+      if (file.linkTarget) pack.entry({ ...header, type: 'symlink', linkname: file.linkTarget });
+      else pack.entry(header, file.content);
     }
   });
 }

@@ -10,6 +10,8 @@ command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 [ -e /usr/include/seccomp.h ] || missing+=(libseccomp-dev)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+# A static busybox becomes the small test image of the end-to-end tests.
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql)
 

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { buildNodeImage } from '../../images/build.js';
 import { consoleReporter } from '../progress.js';
+import { registerImageLoadCommand } from './cluster.js';
 
 export function registerImageCommands(program: Command): void {
   const image = program.command('image').description('build and manage node images');
@@ -22,4 +23,5 @@ export function registerImageCommands(program: Command): void {
       }
       process.stdout.write(`${result.reference}\n`);
     });
+  registerImageLoadCommand(image);
 }

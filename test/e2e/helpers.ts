@@ -71,3 +71,95 @@ export async function waitFor<T>(
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }
+
+/** kubectl as built into the node image, copied out once into the cache (the host may have none). */
+export async function kubectlBinary(): Promise<string> {
+  const { cacheDir } = await import('../../cli/paths.js');
+  const { existsSync } = await import('node:fs');
+  const { mkdir, writeFile, chmod } = await import('node:fs/promises');
+  const tar = (await import('tar-stream')).default;
+  const image = await docker().getImage(NODE_IMAGE).inspect();
+  const target = join(cacheDir(), 'kubectl', image.Id.replace('sha256:', '').slice(0, 12), 'kubectl');
+  if (existsSync(target)) return target;
+  const container = await docker().createContainer({ Image: NODE_IMAGE, Entrypoint: ['/bin/true'] });
+  try {
+    const archive = (await container.getArchive({ path: '/usr/local/bin/kubectl' })) as NodeJS.ReadableStream;
+    const extract = tar.extract();
+    const chunks: Buffer[] = [];
+    await new Promise<void>((resolve, reject) => {
+      extract.on('entry', (_header, stream, next) => {
+        stream.on('data', (c: Buffer) => chunks.push(c));
+        stream.on('end', next);
+      });
+      extract.on('finish', resolve);
+      extract.on('error', reject);
+      archive.pipe(extract);
+    });
+    await mkdir(join(target, '..'), { recursive: true });
+    await writeFile(`${target}.tmp`, Buffer.concat(chunks));
+    await chmod(`${target}.tmp`, 0o755);
+    const { rename } = await import('node:fs/promises');
+    await rename(`${target}.tmp`, target);
+    return target;
+  } finally {
+    await container.remove({ force: true });
+  }
+}
+
+/** A kubectl bound to one kubeconfig file. */
+export function kubectlFor(binary: string, kubeconfig: string) {
+  return (args: string[], input?: string) =>
+    execa(binary, ['--kubeconfig', kubeconfig, ...args], { reject: false, input, timeout: 120_000 });
+}
+
+export const TEST_IMAGE = 'vind-test/busybox:1';
+
+/**
+ * A small image for test workloads (shell, httpd, wget, nslookup), built from Debian's static busybox
+ * and loaded into the host's Docker: no registry can be reached here.
+ */
+export async function ensureTestImage(): Promise<string> {
+  const existing = await docker()
+    .getImage(TEST_IMAGE)
+    .inspect()
+    .catch(() => undefined);
+  if (existing) return TEST_IMAGE;
+  const { readFile } = await import('node:fs/promises');
+  const { buildDockerArchive } = await import('../../images/docker-archive.js');
+  const busybox = await readFile('/bin/busybox');
+  const applets = [
+    'sh',
+    'httpd',
+    'wget',
+    'nslookup',
+    'hostname',
+    'sleep',
+    'cat',
+    'echo',
+    'mkdir',
+    'nc',
+    'ls',
+  ];
+  const built = await buildDockerArchive({
+    reference: TEST_IMAGE,
+    files: [
+      { path: 'bin/busybox', content: busybox, mode: 0o755 },
+      // busybox picks the applet from the name it is called by.
+      ...applets.map((a) => ({
+        path: `bin/${a}`,
+        content: Buffer.alloc(0),
+        mode: 0o777,
+        linkTarget: 'busybox',
+      })),
+    ],
+    entrypoint: ['/bin/sh'],
+  });
+  const { Readable } = await import('node:stream');
+  const stream = await docker().loadImage(Readable.from(built.tar));
+  await new Promise<void>((resolve, reject) =>
+    docker().modem.followProgress(stream as NodeJS.ReadableStream, (error) =>
+      error ? reject(error) : resolve(),
+    ),
+  );
+  return TEST_IMAGE;
+}

@@ -27,7 +27,8 @@ describe('node image', () => {
     try {
       await waitFor(
         'node-agent to report the runtime ready',
-        async () => ((await sh('test -f /run/vind/ready')).exitCode === 0 ? true : undefined),
+        async () =>
+          (await sh(`grep -q '"phase":"ready"' /run/vind/status`)).exitCode === 0 ? true : undefined,
         90_000,
       );
     } catch (error) {

@@ -41,7 +41,10 @@ describe('parentDirectories', () => {
 describe('buildDockerArchive', () => {
   const spec = {
     reference: 'vind.dev/pause:3.10',
-    files: [{ path: 'bin/pause', content: Buffer.from('#!binary'), mode: 0o755 }],
+    files: [
+      { path: 'bin/pause', content: Buffer.from('#!binary'), mode: 0o755 },
+      { path: 'bin/sh', content: Buffer.alloc(0), mode: 0o777, linkTarget: 'pause' },
+    ],
     entrypoint: ['/bin/pause'],
     user: '65535:65535',
   };
@@ -71,6 +74,7 @@ describe('buildDockerArchive', () => {
     expect(config.os).toBe('linux');
 
     const files = await readTar(layer);
+    expect(files.get('bin/sh')?.type).toBe('symlink');
     expect(files.get('bin/')?.type).toBe('directory');
     expect(files.get('bin/pause')?.content.toString()).toBe('#!binary');
     expect(files.get('bin/pause')?.mode).toBe(0o755);

@@ -1,0 +1,199 @@
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { DEFAULT_KUBERNETES_VERSION } from '../../images/recipe.js';
+import {
+  clusterKubeconfig,
+  clusterNames,
+  createCluster,
+  deleteCluster,
+  listClusters,
+  loadImages,
+} from '../cluster.js';
+import {
+  ConfigError,
+  type CreateFlags,
+  resolveClusterConfig,
+  validateClusterName,
+} from '../cluster-config.js';
+import { ensureDockerReachable } from '../docker.js';
+import { parseDuration } from '../duration.js';
+import { InterruptedError, VindError } from '../errors.js';
+import { consoleReporter, formatDuration } from '../progress.js';
+
+interface CreateCommandOptions {
+  workers?: string;
+  kubernetesVersion?: string;
+  image?: string;
+  config?: string;
+  wait?: string;
+  retain: boolean;
+  kubeconfig?: string;
+  datastore?: string;
+}
+
+function configError(error: unknown): never {
+  if (error instanceof ConfigError) throw new VindError(error.message);
+  throw error;
+}
+
+export function registerClusterCommands(program: Command): void {
+  program
+    .command('create')
+    .description('create a cluster: one control-plane container and private worker containers')
+    .argument('[name]', 'cluster name (default: vind)')
+    .option('--workers <count>', 'number of worker nodes (default: 1)')
+    .option('--kubernetes-version <version>', `Kubernetes version (default: ${DEFAULT_KUBERNETES_VERSION})`)
+    .option('--image <image>', 'node image (default: vind/node:<kubernetes version>)')
+    .option('--config <file>', 'cluster configuration file (apiVersion: vind.dev/v1alpha1, kind: Cluster)')
+    .option('--datastore <url>', 'postgres://..., mysql://..., etcd://host:2379 (default: embedded SQLite)')
+    .option(
+      '--wait <duration>',
+      'how long to wait for readiness, e.g. 5m (default: until ready; 0: do not wait)',
+    )
+    .option('--retain', 'keep the containers when creation fails, for debugging', false)
+    .option('--kubeconfig <path>', 'kubeconfig file to update (default: $KUBECONFIG or ~/.kube/config)')
+    .action(async (name: string | undefined, options: CreateCommandOptions) => {
+      const started = performance.now();
+      const flags: CreateFlags = {
+        name,
+        workers: options.workers,
+        kubernetesVersion: options.kubernetesVersion,
+        image: options.image,
+        datastore: options.datastore,
+      };
+      let fileText: string | undefined;
+      if (options.config) {
+        try {
+          fileText = await readFile(options.config, 'utf8');
+        } catch (error) {
+          throw new VindError(
+            `cannot read config file ${options.config}: ${(error as NodeJS.ErrnoException).code}`,
+          );
+        }
+      }
+      let waitMs: number | undefined;
+      if (options.wait !== undefined) {
+        try {
+          waitMs = parseDuration(options.wait);
+        } catch (error) {
+          throw new VindError(`invalid --wait: ${(error as Error).message}`);
+        }
+      }
+      let config;
+      try {
+        config = resolveClusterConfig({
+          flags,
+          fileText,
+          fileLabel: options.config,
+          defaultKubernetesVersion: DEFAULT_KUBERNETES_VERSION,
+        });
+      } catch (error) {
+        configError(error);
+      }
+
+      const reporter = consoleReporter();
+      const workers = `${config.workers.length} worker${config.workers.length === 1 ? '' : 's'}`;
+      reporter.info(`Creating cluster "${config.name}" (Kubernetes ${config.kubernetesVersion}, ${workers})`);
+      // Ctrl-C: stop waiting, undo what was created, exit 130.
+      const controller = new AbortController();
+      const onSignal = () => controller.abort();
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      try {
+        const cluster = await createCluster({
+          config,
+          waitMs,
+          retain: options.retain,
+          kubeconfig: options.kubeconfig,
+          reporter,
+          signal: controller.signal,
+        });
+        reporter.info(
+          `Cluster "${cluster.name}" is ready in ${formatDuration(performance.now() - started)}: ` +
+            `kubectl --context ${cluster.context} get nodes`,
+        );
+      } catch (error) {
+        if (controller.signal.aborted) throw new InterruptedError();
+        throw error;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    });
+
+  program
+    .command('delete')
+    .description('delete clusters and everything they created')
+    .argument('[names...]', 'cluster names (default: vind)')
+    .option('--all', 'delete every vind cluster on this Docker engine', false)
+    .option('--kubeconfig <path>', 'kubeconfig file to clean (default: $KUBECONFIG or ~/.kube/config)')
+    .action(async (names: string[], options: { all: boolean; kubeconfig?: string }) => {
+      await ensureDockerReachable();
+      const targets = options.all ? await clusterNames() : names.length > 0 ? names : ['vind'];
+      for (const name of targets) {
+        try {
+          validateClusterName(name);
+        } catch (error) {
+          configError(error);
+        }
+        const removed = await deleteCluster(name, options.kubeconfig);
+        process.stderr.write(removed ? `Deleted cluster "${name}"\n` : `No cluster "${name}"\n`);
+      }
+    });
+
+  program
+    .command('list')
+    .description('list clusters')
+    .option('--json', 'print JSON', false)
+    .action(async (options: { json: boolean }) => {
+      await ensureDockerReachable();
+      const clusters = await listClusters();
+      if (options.json) {
+        process.stdout.write(`${JSON.stringify(clusters, null, 2)}\n`);
+        return;
+      }
+      if (clusters.length === 0) {
+        process.stderr.write('No clusters\n');
+        return;
+      }
+      const rows = [
+        ['NAME', 'STATE', 'NODES', 'KUBERNETES', 'ENDPOINT'],
+        ...clusters.map((c) => [c.name, c.state, String(c.nodes), c.kubernetesVersion, c.endpoint]),
+      ];
+      const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+      for (const row of rows) {
+        process.stdout.write(
+          `${row
+            .map((cell, i) => cell.padEnd(widths[i]!))
+            .join('   ')
+            .trimEnd()}\n`,
+        );
+      }
+    });
+
+  program
+    .command('kubeconfig')
+    .description("print a cluster's kubeconfig")
+    .argument('[name]', 'cluster name (default: vind)')
+    .option(
+      '--internal',
+      'address the API server by container name, for clients on the cluster network',
+      false,
+    )
+    .action(async (name: string | undefined, options: { internal: boolean }) => {
+      await ensureDockerReachable();
+      process.stdout.write(await clusterKubeconfig(name ?? 'vind', options.internal));
+    });
+}
+
+export function registerImageLoadCommand(image: Command): void {
+  image
+    .command('load')
+    .description("copy images from the host's Docker into every node of a cluster")
+    .argument('<images...>', 'image references')
+    .option('--cluster <name>', 'cluster name', 'vind')
+    .action(async (images: string[], options: { cluster: string }) => {
+      await ensureDockerReachable();
+      await loadImages(options.cluster, images, consoleReporter());
+    });
+}

@@ -1,0 +1,300 @@
+// Role `control-plane`: the datastore (kine over SQLite, or an external one), kube-apiserver,
+// kube-controller-manager and kube-scheduler as supervised processes. Not a Kubernetes node.
+// First start: PKI, bootstrap token and cluster-info. Every start: the same files are reused.
+
+import { randomInt } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { hostname } from 'node:os';
+import { execa } from 'execa';
+import { apiReady } from '../cli/kubernetes.js';
+import { renderKubeconfig } from '../cli/kubeconfig.js';
+import { hostAddress, parseCidr } from '../cli/subnets.js';
+import {
+  type BootstrapToken,
+  bootstrapRbac,
+  bootstrapTokenSecret,
+  clusterInfo,
+  coreDns,
+  manifestList,
+} from './manifests.js';
+import { caCertHash, ensurePki, type PkiPaths } from './pki.js';
+import { setStatus } from './status.js';
+import type { Supervisor } from './supervisor.js';
+
+export const VIND_DIR = '/var/lib/vind';
+export const PKI_DIR = `${VIND_DIR}/pki`;
+export const ADMIN_KUBECONFIG = `${VIND_DIR}/admin.conf`;
+export const JOIN_FILE = `${VIND_DIR}/join.json`;
+const API_PORT = 6443;
+const LOCAL_SERVER = `https://127.0.0.1:${API_PORT}`;
+const TOKEN_LIFETIME_MS = 24 * 3600 * 1000;
+const COREDNS_IMAGE = process.env.VIND_COREDNS_IMAGE ?? 'vind.dev/coredns:v1.15.0';
+
+export interface ControlPlaneSettings {
+  name: string;
+  nodeIp: string;
+  podSubnet: string;
+  serviceSubnet: string;
+  datastore: string;
+}
+
+function tokenPart(length: number): string {
+  const alphabet = 'abcdefghijklmnopqrstuvwxyz0123456789';
+  return Array.from({ length }, () => alphabet[randomInt(alphabet.length)]).join('');
+}
+
+interface JoinFile {
+  server: string;
+  token: string;
+  caCertHash: string;
+  expiration: string;
+}
+
+/** Reuses the join token while it has more than an hour left, else makes a new one. */
+async function joinToken(): Promise<BootstrapToken> {
+  if (existsSync(JOIN_FILE)) {
+    const saved = JSON.parse(await readFile(JOIN_FILE, 'utf8')) as JoinFile;
+    if (Date.parse(saved.expiration) - Date.now() > 3600 * 1000) {
+      const [id, secret] = saved.token.split('.');
+      return { id: id!, secret: secret!, expiration: saved.expiration };
+    }
+  }
+  return {
+    id: tokenPart(6),
+    secret: tokenPart(16),
+    expiration: new Date(Date.now() + TOKEN_LIFETIME_MS).toISOString().replace(/\.\d+Z$/, 'Z'),
+  };
+}
+
+async function kubeconfigFor(pki: PkiPaths, cert: string, key: string, server: string): Promise<string> {
+  return renderKubeconfig({
+    contextName: 'vind',
+    server,
+    caData: Buffer.from(await readFile(pki.caCert)).toString('base64'),
+    clientCertData: Buffer.from(await readFile(cert)).toString('base64'),
+    clientKeyData: Buffer.from(await readFile(key)).toString('base64'),
+  });
+}
+
+/** Fails in seconds, with the address, when an external datastore does not accept connections. */
+async function checkReachable(url: string): Promise<void> {
+  const parsed = /@(?:tcp\()?([^:/)]+):(\d+)/.exec(url) ?? /^[a-z]+:\/\/([^:/]+):(\d+)/.exec(url);
+  if (!parsed) return;
+  const [, host, port] = parsed;
+  await new Promise<void>((resolve, reject) => {
+    const socket = connect({ host: host!, port: Number(port), timeout: 5000 });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve();
+    });
+    socket.once('timeout', () => {
+      socket.destroy();
+      reject(new Error(`datastore ${host}:${port} did not answer within 5s`));
+    });
+    socket.once('error', (error: NodeJS.ErrnoException) =>
+      reject(new Error(`datastore ${host}:${port} cannot be reached (${error.code ?? error.message})`)),
+    );
+  });
+}
+
+async function startDatastore(supervisor: Supervisor, datastore: string): Promise<string> {
+  if (
+    datastore.startsWith('etcd://') ||
+    datastore.startsWith('http://') ||
+    datastore.startsWith('https://')
+  ) {
+    await checkReachable(datastore);
+    return datastore.replace(/^etcd:\/\//, 'http://');
+  }
+  const args = ['--listen-address=127.0.0.1:2379', '--metrics-bind-address=127.0.0.1:2380'];
+  if (datastore === 'sqlite') {
+    await mkdir(`${VIND_DIR}/kine`, { recursive: true });
+    args.push(`--endpoint=sqlite://${VIND_DIR}/kine/state.db?_journal=WAL&cache=shared&_busy_timeout=30000`);
+  } else {
+    await checkReachable(datastore);
+    args.push(`--endpoint=${datastore}`);
+  }
+  supervisor.start({ name: 'kine', command: 'kine', args });
+  return 'http://127.0.0.1:2379';
+}
+
+function apiServerArgs(settings: ControlPlaneSettings, pki: PkiPaths, etcd: string): string[] {
+  return [
+    `--advertise-address=${settings.nodeIp}`,
+    `--secure-port=${API_PORT}`,
+    `--etcd-servers=${etcd}`,
+    `--service-cluster-ip-range=${settings.serviceSubnet}`,
+    `--client-ca-file=${pki.caCert}`,
+    `--tls-cert-file=${pki.apiServerCert}`,
+    `--tls-private-key-file=${pki.apiServerKey}`,
+    `--kubelet-client-certificate=${pki.apiServerKubeletClientCert}`,
+    `--kubelet-client-key=${pki.apiServerKubeletClientKey}`,
+    '--kubelet-preferred-address-types=InternalIP,Hostname',
+    `--service-account-issuer=https://kubernetes.default.svc.cluster.local`,
+    `--service-account-key-file=${pki.serviceAccountPub}`,
+    `--service-account-signing-key-file=${pki.serviceAccountKey}`,
+    '--authorization-mode=Node,RBAC',
+    '--enable-admission-plugins=NodeRestriction',
+    '--enable-bootstrap-token-auth=true',
+    '--allow-privileged=true',
+    `--requestheader-client-ca-file=${pki.frontProxyCaCert}`,
+    '--requestheader-allowed-names=front-proxy-client',
+    '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+    '--requestheader-group-headers=X-Remote-Group',
+    '--requestheader-username-headers=X-Remote-User',
+    `--proxy-client-cert-file=${pki.frontProxyClientCert}`,
+    `--proxy-client-key-file=${pki.frontProxyClientKey}`,
+    '--profiling=false',
+  ];
+}
+
+async function waitUntil(what: string, probe: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+async function applyManifests(manifest: unknown): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const result = await execa(
+      'kubectl',
+      [
+        '--kubeconfig',
+        `${VIND_DIR}/admin-local.conf`,
+        'apply',
+        '--server-side',
+        '--force-conflicts',
+        '-f',
+        '-',
+      ],
+      { input: JSON.stringify(manifest), reject: false },
+    );
+    if (result.exitCode === 0) return;
+    // Right after start the API may still lack the system namespaces; that passes in a moment.
+    if (Date.now() > deadline) throw new Error(`applying bootstrap objects: ${result.stderr.trim()}`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+export async function runControlPlane(supervisor: Supervisor): Promise<void> {
+  const settings: ControlPlaneSettings = {
+    name: process.env.VIND_NODE_NAME ?? hostname(),
+    nodeIp: process.env.VIND_NODE_IP ?? '',
+    podSubnet: process.env.VIND_POD_SUBNET ?? '10.244.0.0/16',
+    serviceSubnet: process.env.VIND_SERVICE_SUBNET ?? '10.96.0.0/16',
+    datastore: process.env.VIND_DATASTORE ?? 'sqlite',
+  };
+  if (!settings.nodeIp) throw new Error('VIND_NODE_IP is not set');
+  await setStatus('starting', 'control plane starting');
+
+  const pki = await ensurePki(PKI_DIR, {
+    apiServerDnsNames: [
+      'localhost',
+      settings.name,
+      'kubernetes',
+      'kubernetes.default',
+      'kubernetes.default.svc',
+      'kubernetes.default.svc.cluster.local',
+    ],
+    apiServerIps: ['127.0.0.1', settings.nodeIp, hostAddress(parseCidr(settings.serviceSubnet), 1)],
+  });
+  const server = `https://${settings.nodeIp}:${API_PORT}`;
+  await writeFile(
+    `${VIND_DIR}/admin-local.conf`,
+    await kubeconfigFor(pki, pki.adminCert, pki.adminKey, LOCAL_SERVER),
+    {
+      mode: 0o600,
+    },
+  );
+  await writeFile(ADMIN_KUBECONFIG, await kubeconfigFor(pki, pki.adminCert, pki.adminKey, server), {
+    mode: 0o600,
+  });
+  await writeFile(
+    `${VIND_DIR}/controller-manager.conf`,
+    await kubeconfigFor(pki, pki.controllerManagerCert, pki.controllerManagerKey, LOCAL_SERVER),
+    { mode: 0o600 },
+  );
+  await writeFile(
+    `${VIND_DIR}/scheduler.conf`,
+    await kubeconfigFor(pki, pki.schedulerCert, pki.schedulerKey, LOCAL_SERVER),
+    { mode: 0o600 },
+  );
+
+  const etcd = await startDatastore(supervisor, settings.datastore);
+  supervisor.start({
+    name: 'kube-apiserver',
+    command: 'kube-apiserver',
+    args: apiServerArgs(settings, pki, etcd),
+  });
+  const cm = `${VIND_DIR}/controller-manager.conf`;
+  supervisor.start({
+    name: 'kube-controller-manager',
+    command: 'kube-controller-manager',
+    args: [
+      `--kubeconfig=${cm}`,
+      `--authentication-kubeconfig=${cm}`,
+      `--authorization-kubeconfig=${cm}`,
+      '--bind-address=127.0.0.1',
+      `--client-ca-file=${pki.caCert}`,
+      `--requestheader-client-ca-file=${pki.frontProxyCaCert}`,
+      `--cluster-signing-cert-file=${pki.caCert}`,
+      `--cluster-signing-key-file=${pki.caKey}`,
+      `--root-ca-file=${pki.caCert}`,
+      `--service-account-private-key-file=${pki.serviceAccountKey}`,
+      '--use-service-account-credentials=true',
+      '--allocate-node-cidrs=true',
+      `--cluster-cidr=${settings.podSubnet}`,
+      '--node-cidr-mask-size=24',
+      `--service-cluster-ip-range=${settings.serviceSubnet}`,
+      '--controllers=*,bootstrapsigner,tokencleaner',
+      // One control plane: no election to win, and no lease writes every few seconds.
+      '--leader-elect=false',
+      '--profiling=false',
+    ],
+  });
+  const sc = `${VIND_DIR}/scheduler.conf`;
+  supervisor.start({
+    name: 'kube-scheduler',
+    command: 'kube-scheduler',
+    args: [
+      `--kubeconfig=${sc}`,
+      `--authentication-kubeconfig=${sc}`,
+      `--authorization-kubeconfig=${sc}`,
+      '--bind-address=127.0.0.1',
+      '--leader-elect=false',
+      '--profiling=false',
+    ],
+  });
+
+  const target = {
+    server: LOCAL_SERVER,
+    ca: await readFile(pki.caCert),
+    cert: await readFile(pki.adminCert),
+    key: await readFile(pki.adminKey),
+  };
+  await waitUntil('kube-apiserver to be ready', () => apiReady(target), 120_000);
+
+  const token = await joinToken();
+  const caPem = await readFile(pki.caCert, 'utf8');
+  await applyManifests(
+    manifestList([
+      ...bootstrapRbac(),
+      bootstrapTokenSecret(token),
+      clusterInfo(server, caPem),
+      ...coreDns(COREDNS_IMAGE, hostAddress(parseCidr(settings.serviceSubnet), 10)),
+    ]),
+  );
+  const join: JoinFile = {
+    server,
+    token: `${token.id}.${token.secret}`,
+    caCertHash: caCertHash(caPem),
+    expiration: token.expiration,
+  };
+  await writeFile(JOIN_FILE, JSON.stringify(join), { mode: 0o600 });
+  await setStatus('ready', `control plane ready at ${server}`);
+}

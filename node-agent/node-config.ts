@@ -1,0 +1,112 @@
+// Configuration files of a worker: kubelet, kube-proxy and the CNI network. Pure functions.
+
+import { stringify } from 'yaml';
+
+export const KUBELET_DIR = '/var/lib/kubelet';
+export const KUBELET_KUBECONFIG = '/var/lib/vind/kubelet.conf';
+export const BOOTSTRAP_KUBECONFIG = '/var/lib/vind/bootstrap-kubelet.conf';
+export const CLUSTER_CA_FILE = '/var/lib/vind/pki/ca.crt';
+export const RESOLV_CONF = '/var/lib/vind/resolv.conf';
+
+export interface WorkerSettings {
+  nodeName: string;
+  nodeIp: string;
+  podSubnet: string;
+  clusterDns: string;
+  cgroupDriver: 'cgroupfs' | 'systemd';
+}
+
+export function kubeletConfig(settings: WorkerSettings): string {
+  return stringify({
+    apiVersion: 'kubelet.config.k8s.io/v1beta1',
+    kind: 'KubeletConfiguration',
+    authentication: {
+      anonymous: { enabled: false },
+      webhook: { enabled: true, cacheTTL: '0s' },
+      x509: { clientCAFile: CLUSTER_CA_FILE },
+    },
+    authorization: { mode: 'Webhook' },
+    cgroupDriver: settings.cgroupDriver,
+    // Hosts still on cgroup v1 (many CI machines) are refused by default from 1.35 on.
+    failCgroupV1: false,
+    clusterDNS: [settings.clusterDns],
+    clusterDomain: 'cluster.local',
+    containerRuntimeEndpoint: 'unix:///run/containerd/containerd.sock',
+    resolvConf: RESOLV_CONF,
+    failSwapOn: false,
+    rotateCertificates: true,
+    serializeImagePulls: false,
+    readOnlyPort: 0,
+    healthzBindAddress: '127.0.0.1',
+    // A laptop's disk is shared with everything else: never evict pods or images for disk space.
+    imageGCHighThresholdPercent: 100,
+    evictionHard: { 'imagefs.available': '0%', 'nodefs.available': '0%', 'nodefs.inodesFree': '0%' },
+    // Report a change of readiness (CNI configured) quickly instead of every 10 s.
+    nodeStatusUpdateFrequency: '4s',
+    nodeStatusReportFrequency: '1m',
+  });
+}
+
+export function kubeletArgs(settings: WorkerSettings, labels: Record<string, string>): string[] {
+  const args = [
+    `--config=${KUBELET_DIR}/config.yaml`,
+    `--bootstrap-kubeconfig=${BOOTSTRAP_KUBECONFIG}`,
+    `--kubeconfig=${KUBELET_KUBECONFIG}`,
+    `--cert-dir=${KUBELET_DIR}/pki`,
+    `--node-ip=${settings.nodeIp}`,
+    `--hostname-override=${settings.nodeName}`,
+  ];
+  const labelText = Object.entries(labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+  if (labelText) args.push(`--node-labels=${labelText}`);
+  return args;
+}
+
+export function kubeProxyConfig(settings: WorkerSettings): string {
+  return stringify({
+    apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
+    kind: 'KubeProxyConfiguration',
+    clientConnection: { kubeconfig: KUBELET_KUBECONFIG },
+    mode: 'iptables',
+    clusterCIDR: settings.podSubnet,
+    hostnameOverride: settings.nodeName,
+    bindAddress: settings.nodeIp,
+    healthzBindAddress: '127.0.0.1:10256',
+    metricsBindAddress: '127.0.0.1:10249',
+    // nf_conntrack_max is read-only inside a container: leave the host's conntrack settings alone.
+    conntrack: { maxPerCore: 0, min: 0, tcpEstablishedTimeout: '0s', tcpCloseWaitTimeout: '0s' },
+  });
+}
+
+export function cniConfig(podCidr: string): string {
+  return JSON.stringify(
+    {
+      cniVersion: '1.0.0',
+      name: 'vind',
+      plugins: [
+        {
+          type: 'bridge',
+          bridge: 'cni0',
+          isGateway: true,
+          // Egress is masqueraded by one node rule instead, so pod-to-pod traffic keeps its source address.
+          ipMasq: false,
+          hairpinMode: true,
+          ipam: { type: 'host-local', ranges: [[{ subnet: podCidr }]], routes: [{ dst: '0.0.0.0/0' }] },
+        },
+        { type: 'portmap', capabilities: { portMappings: true } },
+      ],
+    },
+    null,
+    2,
+  );
+}
+
+/** The resolv.conf pods inherit: the node's own, with Docker's loopback resolver replaced by the node address. */
+export function podResolvConf(nodeResolvConf: string, nodeIp: string): string {
+  return nodeResolvConf
+    .split('\n')
+    .map((line) => (/^nameserver\s+127\./.test(line) ? `nameserver ${nodeIp}` : line))
+    .filter((line) => !line.startsWith('#'))
+    .join('\n');
+}
