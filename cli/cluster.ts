@@ -133,7 +133,7 @@ async function waitForNode(container: string, deadline: number, signal: AbortSig
       if (status?.phase === 'failed') throw new VindError(`${container}: ${status.message}`);
       if (status?.phase === 'ready') return true;
       const info = await docker().getContainer(container).inspect();
-      if (!info.State.Running) {
+      if (info.State.Restarting || !info.State.Running) {
         throw new VindError(
           `${container} exited (code ${info.State.ExitCode}); see \`docker logs ${container}\``,
         );

@@ -36,7 +36,9 @@ async function main(): Promise<void> {
   } catch (error) {
     const message = (error as Error).message;
     await setStatus('failed', message).catch(() => undefined);
-    // Daemons keep running so the failure can be inspected (`docker exec`, `--retain`).
+    // Stay up: the container must not exit and restart, which would wipe the status the CLI reads,
+    // and daemons keep running so the failure can be inspected (`docker exec`, `--retain`).
+    setInterval(() => undefined, 3_600_000);
   }
 }
 
