@@ -258,18 +258,30 @@ export async function createCluster(options: CreateOptions): Promise<CreatedClus
     });
 
     const plan = await reporter.step('create network', async (note) => {
-      const subnet = pickClusterSubnet([...(await usedSubnets()), config.podSubnet, config.serviceSubnet]);
-      const plan = clusterAddressPlan(subnet);
-      await createNetwork({
-        name: networkName(name),
-        subnet,
-        gateway: plan.gateway,
-        ipRange: plan.dynamicRange,
-        labels,
-      });
-      rollback.add(() => removeNetwork(networkName(name)));
-      note(subnet);
-      return plan;
+      // Two creates at once may pick the same free subnet; Docker refuses the second, which then picks again.
+      for (let attempt = 1; ; attempt++) {
+        const subnet = pickClusterSubnet([...(await usedSubnets()), config.podSubnet, config.serviceSubnet]);
+        const plan = clusterAddressPlan(subnet);
+        try {
+          await createNetwork({
+            name: networkName(name),
+            subnet,
+            gateway: plan.gateway,
+            ipRange: plan.dynamicRange,
+            labels,
+          });
+        } catch (error) {
+          if (attempt < 8 && /overlap/i.test((error as Error).message)) {
+            // The other network may not be listed yet: wait for it before picking again.
+            await sleep(150 * attempt, signal);
+            continue;
+          }
+          throw error;
+        }
+        rollback.add(() => removeNetwork(networkName(name)));
+        note(subnet);
+        return plan;
+      }
     });
 
     const startNode = async (
