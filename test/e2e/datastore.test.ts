@@ -1,0 +1,115 @@
+// The external datastore path: a real PostgreSQL server (Debian's package) started by the test,
+// kine in the control plane storing the cluster in it.
+
+import { mkdtemp, readdir, rm, writeFile, appendFile, chown } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { docker, execInContainer } from '../../cli/docker.js';
+import {
+  kubectlBinary,
+  kubectlFor,
+  removeByLabel,
+  requireNodeImage,
+  runVind,
+  uniqueName,
+  waitFor,
+} from './helpers.js';
+
+const cluster = uniqueName('e2e-pg');
+const PASSWORD = 'vind-e2e-password';
+let scratch: string;
+let server: ResultPromise | undefined;
+let address: string;
+const port = 20000 + Math.floor(Math.random() * 20000);
+
+async function postgresBin(): Promise<string> {
+  const versions = (await readdir('/usr/lib/postgresql')).sort((x, y) => Number(y) - Number(x));
+  if (!versions[0]) throw new Error('PostgreSQL is not installed: run scripts/host-deps.sh');
+  return join('/usr/lib/postgresql', versions[0], 'bin');
+}
+
+async function user(name: string): Promise<{ uid: number; gid: number }> {
+  const uid = Number((await execa('id', ['-u', name])).stdout);
+  const gid = Number((await execa('id', ['-g', name])).stdout);
+  return { uid, gid };
+}
+
+function psql(sql: string) {
+  return execa('psql', ['-h', address, '-p', String(port), '-U', 'vind', '-d', 'kine', '-tAc', sql], {
+    env: { PGPASSWORD: PASSWORD },
+    reject: false,
+  });
+}
+
+describe('an external PostgreSQL datastore', () => {
+  beforeAll(async () => {
+    await requireNodeImage();
+    // The server listens on the host's address on Docker's default bridge, which node containers reach.
+    const bridge = await docker().getNetwork('bridge').inspect();
+    address = bridge.IPAM.Config[0].Gateway as string;
+    const bin = await postgresBin();
+    const owner = await user('postgres');
+    scratch = await mkdtemp(join(tmpdir(), 'vind-e2e-pg-'));
+    const data = join(scratch, 'data');
+    await writeFile(join(scratch, 'password'), PASSWORD);
+    await chown(scratch, owner.uid, owner.gid);
+    await chown(join(scratch, 'password'), owner.uid, owner.gid);
+    await execa(
+      join(bin, 'initdb'),
+      ['-D', data, '-U', 'vind', `--pwfile=${join(scratch, 'password')}`, '--auth=scram-sha-256'],
+      {
+        ...owner,
+      },
+    );
+    await appendFile(join(data, 'pg_hba.conf'), 'host all all 0.0.0.0/0 scram-sha-256\n');
+    server = execa(
+      join(bin, 'postgres'),
+      ['-D', data, '-p', String(port), '-k', scratch, '-c', `listen_addresses=${address}`],
+      { ...owner, reject: false },
+    );
+    await waitFor(
+      'PostgreSQL to accept connections',
+      async () =>
+        (await execa('pg_isready', ['-h', address, '-p', String(port)], { reject: false })).exitCode === 0
+          ? true
+          : undefined,
+      30_000,
+    );
+  });
+
+  afterAll(async () => {
+    await removeByLabel(cluster);
+    if (server) {
+      server.kill('SIGINT');
+      await server;
+    }
+    if (scratch) await rm(scratch, { recursive: true, force: true });
+  });
+
+  it('runs the cluster on PostgreSQL and stores its objects there', async () => {
+    const kubeconfig = join(scratch, 'kubeconfig');
+    const url = `postgres://vind:${PASSWORD}@${address}:${port}/kine?sslmode=disable`;
+    const created = await runVind(['create', cluster, '--workers', '1', '--datastore', url], {
+      KUBECONFIG: kubeconfig,
+    });
+    expect(created.exitCode, created.stderr).toBe(0);
+
+    const kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
+    const made = await kubectl(['create', 'configmap', 'stored-in-postgres', '--from-literal=k=v']);
+    expect(made.exitCode, made.stderr).toBe(0);
+    const rows = await psql(
+      "SELECT count(*) FROM kine WHERE name = '/registry/configmaps/default/stored-in-postgres'",
+    );
+    expect(rows.stderr).toBe('');
+    expect(Number(rows.stdout.trim())).toBeGreaterThan(0);
+    // The embedded SQLite store was not used.
+    const sqlite = await execInContainer(`${cluster}-control-plane`, [
+      'test',
+      '-e',
+      '/var/lib/vind/kine/state.db',
+    ]);
+    expect(sqlite.exitCode).not.toBe(0);
+  });
+});
