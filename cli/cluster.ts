@@ -6,6 +6,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parse } from 'yaml';
 import type { ClusterConfig, PortMapping } from './cluster-config.js';
@@ -318,58 +319,77 @@ export async function createCluster(options: CreateOptions): Promise<CreatedClus
     };
 
     const controlPlane = controlPlaneName(name);
-    const admin = await reporter.step('start control plane', async () => {
-      await startNode(
-        controlPlane,
-        'control-plane',
-        plan.controlPlane,
-        [
-          `VIND_POD_SUBNET=${config.podSubnet}`,
-          `VIND_SERVICE_SUBNET=${config.serviceSubnet}`,
-          `VIND_DATASTORE=${config.datastore.kind === 'sqlite' ? 'sqlite' : config.datastore.url}`,
-        ],
-        config.controlPlane.extraPortMappings,
-        { [`${API_PORT_IN_CONTAINER}/tcp`]: [{ HostIp: '127.0.0.1', HostPort: String(apiPort) }] },
-        { [LABEL_API_PORT]: String(apiPort) },
-      );
-      await waitForNode(controlPlane, deadline(), signal);
-      const join = JSON.parse((await readContainerFile(controlPlane, '/var/lib/vind/join.json')) ?? '{}') as {
-        server: string;
-        token: string;
-        caCertHash: string;
-      };
-      const adminConf = await readContainerFile(controlPlane, '/var/lib/vind/admin.conf');
-      if (!adminConf || !join.token)
-        throw new VindError(`${controlPlane} did not write its join information`);
-      return { join, adminConf };
+    const workers = config.workers.map((spec, index) => ({
+      spec,
+      container: workerName(name, index),
+      index,
+    }));
+    // Workers start with the control plane: their runtime comes up while it boots, and they join
+    // once it hands out the join configuration.
+    await reporter.step(`start ${workers.length + 1} containers`, async () => {
+      await Promise.all([
+        startNode(
+          controlPlane,
+          'control-plane',
+          plan.controlPlane,
+          [
+            `VIND_POD_SUBNET=${config.podSubnet}`,
+            `VIND_SERVICE_SUBNET=${config.serviceSubnet}`,
+            `VIND_DATASTORE=${config.datastore.kind === 'sqlite' ? 'sqlite' : config.datastore.url}`,
+          ],
+          config.controlPlane.extraPortMappings,
+          { [`${API_PORT_IN_CONTAINER}/tcp`]: [{ HostIp: '127.0.0.1', HostPort: String(apiPort) }] },
+          { [LABEL_API_PORT]: String(apiPort) },
+        ),
+        ...workers.map((worker) =>
+          startNode(
+            worker.container,
+            'worker',
+            plan.worker(worker.index),
+            [
+              'VIND_JOIN_FROM_FILE=1',
+              `VIND_POD_SUBNET=${config.podSubnet}`,
+              `VIND_CLUSTER_DNS=${hostAddress(parseCidr(config.serviceSubnet), 10)}`,
+              `VIND_NODE_LABELS=${JSON.stringify(worker.spec.labels)}`,
+            ],
+            worker.spec.extraPortMappings,
+          ),
+        ),
+      ]);
     });
 
-    if (config.workers.length > 0) {
-      await reporter.step(
-        `start ${config.workers.length} worker${config.workers.length > 1 ? 's' : ''}`,
-        async () => {
-          await Promise.all(
-            config.workers.map(async (worker, index) => {
-              const container = workerName(name, index);
-              await startNode(
-                container,
-                'worker',
-                plan.worker(index),
-                [
-                  `VIND_JOIN_SERVER=${admin.join.server}`,
-                  `VIND_JOIN_TOKEN=${admin.join.token}`,
-                  `VIND_JOIN_CA_HASH=${admin.join.caCertHash}`,
-                  `VIND_POD_SUBNET=${config.podSubnet}`,
-                  `VIND_CLUSTER_DNS=${hostAddress(parseCidr(config.serviceSubnet), 10)}`,
-                  `VIND_NODE_LABELS=${JSON.stringify(worker.labels)}`,
-                ],
-                worker.extraPortMappings,
+    const admin = await reporter.step('start control plane', async () => {
+      await waitForNode(controlPlane, deadline(), signal);
+      const joinText = await readContainerFile(controlPlane, '/var/lib/vind/join.json');
+      const adminConf = await readContainerFile(controlPlane, '/var/lib/vind/admin.conf');
+      const join = JSON.parse(joinText ?? '{}') as { server?: string; token?: string; caCertHash?: string };
+      if (!adminConf || !join.token)
+        throw new VindError(`${controlPlane} did not write its join information`);
+      return { join: { server: join.server, token: join.token, caCertHash: join.caCertHash }, adminConf };
+    });
+
+    if (workers.length > 0) {
+      await reporter.step(`join ${workers.length} worker${workers.length > 1 ? 's' : ''}`, async () => {
+        const joinFile = JSON.stringify(admin.join);
+        await Promise.all(
+          workers.map(async ({ container }) => {
+            const written = await execWithInput(
+              container,
+              [
+                'sh',
+                '-c',
+                'mkdir -p /var/lib/vind && cat > /var/lib/vind/join.json.tmp && mv /var/lib/vind/join.json.tmp /var/lib/vind/join.json',
+              ],
+              Readable.from([joinFile]),
+            );
+            if (written.exitCode !== 0)
+              throw new VindError(
+                `${container}: writing the join configuration failed: ${written.stderr.trim()}`,
               );
-              await waitForNode(container, deadline(), signal);
-            }),
-          );
-        },
-      );
+            await waitForNode(container, deadline(), signal);
+          }),
+        );
+      });
     }
 
     const credentials = credentialsFromAdmin(

@@ -19,6 +19,7 @@ import {
   coreDns,
   manifestList,
 } from './manifests.js';
+import { signDetachedJws } from './join.js';
 import { caCertHash, ensurePki, type PkiPaths } from './pki.js';
 import { setStatus } from './status.js';
 import type { Supervisor } from './supervisor.js';
@@ -246,7 +247,7 @@ export async function runControlPlane(supervisor: Supervisor): Promise<void> {
       `--cluster-signing-key-file=${pki.caKey}`,
       `--root-ca-file=${pki.caCert}`,
       `--service-account-private-key-file=${pki.serviceAccountKey}`,
-      '--use-service-account-credentials=true',
+      '--use-service-account-credentials=false',
       '--allocate-node-cidrs=true',
       `--cluster-cidr=${settings.podSubnet}`,
       '--node-cidr-mask-size=24',
@@ -280,18 +281,24 @@ export async function runControlPlane(supervisor: Supervisor): Promise<void> {
   await waitUntil('kube-apiserver to be ready', () => apiReady(target), 120_000);
 
   const token = await joinToken();
+  const tokenText = `${token.id}.${token.secret}`;
   const caPem = await readFile(pki.caCert, 'utf8');
+  const kubeconfigText = (clusterInfo(server, caPem) as { data: { kubeconfig: string } }).data.kubeconfig;
   await applyManifests(
     manifestList([
       ...bootstrapRbac(),
       bootstrapTokenSecret(token),
-      clusterInfo(server, caPem),
+      // Signed here, as the bootstrap signer of the controller manager would, so that workers need not
+      // wait for that controller to start before they can join.
+      clusterInfo(server, caPem, {
+        [`jws-kubeconfig-${token.id}`]: signDetachedJws(kubeconfigText, tokenText),
+      }),
       ...coreDns(COREDNS_IMAGE, hostAddress(parseCidr(settings.serviceSubnet), 10)),
     ]),
   );
   const join: JoinFile = {
     server,
-    token: `${token.id}.${token.secret}`,
+    token: tokenText,
     caCertHash: caCertHash(caPem),
     expiration: token.expiration,
   };

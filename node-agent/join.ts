@@ -43,7 +43,7 @@ export function verifyDetachedJws(jws: string, payload: string, token: string): 
   return actual.length === expected.length && timingSafeEqual(actual, expected);
 }
 
-/** Signs like the bootstrap signer does; used by tests and kept beside the verifier it mirrors. */
+/** Signs like the bootstrap signer of the controller manager does. */
 export function signDetachedJws(payload: string, token: string): string {
   const { id, secret } = parseBootstrapToken(token);
   const header = base64url(JSON.stringify({ alg: 'HS256', kid: id }));

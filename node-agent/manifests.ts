@@ -97,8 +97,12 @@ export function bootstrapTokenSecret(token: BootstrapToken): Manifest {
   };
 }
 
-/** The kubeconfig that discovery hands out: server and CA only. The bootstrap signer adds a JWS per token. */
-export function clusterInfo(server: string, caCertPem: string): Manifest {
+/** The kubeconfig that discovery hands out: server and CA only, with a detached JWS per token. */
+export function clusterInfo(
+  server: string,
+  caCertPem: string,
+  signatures: Record<string, string> = {},
+): Manifest {
   const kubeconfig = [
     'apiVersion: v1',
     'kind: Config',
@@ -115,7 +119,7 @@ export function clusterInfo(server: string, caCertPem: string): Manifest {
     apiVersion: 'v1',
     kind: 'ConfigMap',
     metadata: { name: 'cluster-info', namespace: 'kube-public' },
-    data: { kubeconfig },
+    data: { kubeconfig, ...signatures },
   };
 }
 

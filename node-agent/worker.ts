@@ -33,6 +33,7 @@ import { setStatus } from './status.js';
 import type { Supervisor } from './supervisor.js';
 
 const CNI_CONFIG = '/etc/cni/net.d/10-vind.conflist';
+export const JOIN_FILE = '/var/lib/vind/join.json';
 const PAUSE_IMAGE = process.env.VIND_PAUSE_IMAGE ?? 'vind.dev/pause:3.10';
 
 function required(name: string): string {
@@ -119,6 +120,27 @@ async function syncRoutes(target: KubeTarget, self: string, installed: Map<strin
   }
 }
 
+/**
+ * The join configuration comes in the environment, or, when the CLI starts workers while the control
+ * plane is still starting, as a file the CLI writes into the node once the control plane is ready.
+ */
+async function joinConfig(): Promise<JoinConfig> {
+  if (process.env.VIND_JOIN_SERVER) {
+    return {
+      server: process.env.VIND_JOIN_SERVER,
+      token: required('VIND_JOIN_TOKEN'),
+      caCertHash: required('VIND_JOIN_CA_HASH'),
+    };
+  }
+  await setStatus('starting', 'container runtime ready; waiting for the join configuration');
+  return waitFor(
+    `the join configuration in ${JOIN_FILE}`,
+    async () =>
+      existsSync(JOIN_FILE) ? (JSON.parse(await readFile(JOIN_FILE, 'utf8')) as JoinConfig) : undefined,
+    30 * 60_000,
+  );
+}
+
 export async function runWorker(supervisor: Supervisor): Promise<void> {
   const environment = await prepareNode();
   await startContainerd(supervisor, {
@@ -130,8 +152,7 @@ export async function runWorker(supervisor: Supervisor): Promise<void> {
   });
   await importPreloadedImages();
 
-  const joinServer = process.env.VIND_JOIN_SERVER;
-  if (!joinServer) {
+  if (!process.env.VIND_JOIN_SERVER && !process.env.VIND_JOIN_FROM_FILE) {
     // A bare runtime node (no cluster to join): containerd and the preloaded images only.
     await setStatus('ready', 'container runtime ready; no cluster to join');
     return;
@@ -147,11 +168,7 @@ export async function runWorker(supervisor: Supervisor): Promise<void> {
 
   await mkdir('/var/lib/vind/pki', { recursive: true });
   if (!existsSync(KUBELET_KUBECONFIG)) {
-    const join: JoinConfig = {
-      server: joinServer,
-      token: required('VIND_JOIN_TOKEN'),
-      caCertHash: required('VIND_JOIN_CA_HASH'),
-    };
+    const join = await joinConfig();
     await setStatus('starting', `joining ${join.server}`);
     const discovered = await discover(join);
     await writeFile(CLUSTER_CA_FILE, discovered.caCertPem);

@@ -88,7 +88,7 @@ export async function kubectlBinary(): Promise<string> {
     const chunks: Buffer[] = [];
     await new Promise<void>((resolve, reject) => {
       extract.on('entry', (_header, stream, next) => {
-        stream.on('data', (c: Buffer) => chunks.push(c));
+        stream.on('data', (c: unknown) => chunks.push(c as Buffer));
         stream.on('end', next);
       });
       extract.on('finish', resolve);

@@ -119,7 +119,7 @@ describe('ensurePki', () => {
     const expected: [string, string, X509Certificate][] = [
       [pki.apiServerKubeletClientCert, 'O=system:masters\nCN=kube-apiserver-kubelet-client', ca],
       [pki.adminCert, 'O=system:masters\nCN=kubernetes-admin', ca],
-      [pki.controllerManagerCert, 'CN=system:kube-controller-manager', ca],
+      [pki.controllerManagerCert, 'O=system:masters\nCN=system:kube-controller-manager', ca],
       [pki.schedulerCert, 'CN=system:kube-scheduler', ca],
       [pki.frontProxyClientCert, 'CN=front-proxy-client', frontProxyCa],
     ];
