@@ -207,7 +207,7 @@ export function coreDns(image: string, clusterDnsIp: string, replicas = 1): Mani
                   timeoutSeconds: 5,
                   failureThreshold: 5,
                 },
-                readinessProbe: { httpGet: { path: '/ready', port: 8181 }, periodSeconds: 2 },
+                readinessProbe: { httpGet: { path: '/ready', port: 8181 }, periodSeconds: 1 },
               },
             ],
             volumes: [{ name: 'config', configMap: { name: COREDNS_NAME } }],
