@@ -70,7 +70,9 @@ async function oneRun(index: number, kubectl: string): Promise<Run> {
     const load = performance.now() - loadStarted;
 
     const deployStarted = performance.now();
-    await execa(kubectl, ['--kubeconfig', kubeconfig, 'apply', '-f', '-'], { input: JSON.stringify(dnsPod('dns')) });
+    await execa(kubectl, ['--kubeconfig', kubeconfig, 'apply', '-f', '-'], {
+      input: JSON.stringify(dnsPod('dns')),
+    });
     await execa(kubectl, [
       '--kubeconfig',
       kubeconfig,
@@ -108,7 +110,9 @@ async function reportContainers(cluster: string): Promise<void> {
     const name = c.Names[0]!.replace(/^\//, '').replace(`${cluster}-`, '');
     const memory = (workingSet(stats) / 1024 / 1024).toFixed(0);
     const cpu = (stats.cpu_stats.cpu_usage.total_usage / 1e9).toFixed(1);
-    process.stdout.write(`  ${name.padEnd(16)} idle memory ${memory.padStart(4)} MiB   CPU time since start ${cpu}s\n`);
+    process.stdout.write(
+      `  ${name.padEnd(16)} idle memory ${memory.padStart(4)} MiB   CPU time since start ${cpu}s\n`,
+    );
   }
 }
 
@@ -120,7 +124,9 @@ function median(values: number[]): number {
 async function main(): Promise<void> {
   await ensureTestImage();
   const kubectl = await kubectlBinary();
-  process.stdout.write(`time-to-k8s: 1 control plane + ${workers} worker(s), ${runs} runs, node image present\n`);
+  process.stdout.write(
+    `time-to-k8s: 1 control plane + ${workers} worker(s), ${runs} runs, node image present\n`,
+  );
   const results: Run[] = [];
   for (let i = 0; i < runs; i++) {
     const run = await oneRun(i, kubectl);
@@ -131,7 +137,9 @@ async function main(): Promise<void> {
     );
   }
   process.stdout.write(`  median command ${formatDuration(median(results.map((r) => r.command)))}\n`);
-  process.stdout.write(`  median total until DNS answers ${formatDuration(median(results.map((r) => r.total)))}\n`);
+  process.stdout.write(
+    `  median total until DNS answers ${formatDuration(median(results.map((r) => r.total)))}\n`,
+  );
   process.stdout.write('  steps of the last create:\n');
   for (const step of results.at(-1)!.steps) process.stdout.write(`    ${step.trim()}\n`);
 }

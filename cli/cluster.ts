@@ -175,20 +175,29 @@ function portBindings(mappings: PortMapping[]): Record<string, { HostIp: string;
   return bindings;
 }
 
-/** Each kubelet and containerd holds inotify instances; the default of 128 per user runs out at a few nodes. */
+/**
+ * inotify instances are counted per user across the host, and every node container runs as root.
+ * Measured: a control plane holds about 13, an idle worker 9, growing with its pods; 24 per worker
+ * leaves room for workloads. The default limit of 128 runs out at about five workers.
+ */
+export function inotifyWarning(limit: number, workers: number): string | undefined {
+  const needed = 16 + 24 * workers;
+  if (needed <= limit) return undefined;
+  return (
+    `fs.inotify.max_user_instances is ${limit}, low for ${workers} workers (about ${needed} needed); nodes ` +
+    'may fail with "too many open files": raise it with `sudo sysctl fs.inotify.max_user_instances=1024`'
+  );
+}
+
 async function warnAboutInotify(workers: number, reporter: Reporter): Promise<void> {
-  const perNode = 40;
+  let limit: number;
   try {
-    const limit = Number((await readFile('/proc/sys/fs/inotify/max_user_instances', 'utf8')).trim());
-    if (workers * perNode > limit) {
-      reporter.warn(
-        `fs.inotify.max_user_instances is ${limit}, low for ${workers} workers; nodes may fail with ` +
-          '"too many open files": raise it with `sudo sysctl fs.inotify.max_user_instances=512`',
-      );
-    }
+    limit = Number((await readFile('/proc/sys/fs/inotify/max_user_instances', 'utf8')).trim());
   } catch {
-    // not a Linux host, or Docker runs elsewhere: nothing to check
+    return; // not a Linux host: Docker runs in a VM whose limits are not visible from here
   }
+  const warning = inotifyWarning(limit, workers);
+  if (warning) reporter.warn(warning);
 }
 
 export async function clusterExists(name: string): Promise<boolean> {

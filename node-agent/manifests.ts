@@ -123,6 +123,8 @@ export function clusterInfo(
   };
 }
 
+// No \`loop\` plugin: the upstream is Docker's resolver, never CoreDNS itself, and its start-up probe
+// would send a random name out to the host's resolver at every start.
 export const COREFILE = `.:53 {
     errors
     health {
@@ -139,7 +141,6 @@ export const COREFILE = `.:53 {
         max_concurrent 1000
     }
     cache 30
-    loop
     reload
     loadbalance
 }

@@ -181,6 +181,21 @@ describe('a cluster of one control plane and two workers', () => {
     expect(result.stdout.trim()).toBe(solo!.metadata.name);
   });
 
+  it('forwards other names to the upstream resolver (Docker network names resolve in pods)', async () => {
+    const [client] = await pods('web');
+    const controlPlane = await docker().getContainer(`${cluster}-control-plane`).inspect();
+    const address = Object.values(controlPlane.NetworkSettings.Networks)[0]!.IPAddress;
+    const lookup = await kubectl([
+      'exec',
+      client!.metadata.name,
+      '--',
+      'nslookup',
+      `${cluster}-control-plane.`,
+    ]);
+    expect(lookup.exitCode, lookup.stderr + lookup.stdout).toBe(0);
+    expect(lookup.stdout).toContain(address);
+  });
+
   it('reaches a NodePort from the host', async () => {
     const svc = JSON.parse((await kubectl(['get', 'service', 'web', '-o', 'json'])).stdout) as {
       spec: { ports: { nodePort: number }[] };

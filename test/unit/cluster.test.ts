@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import {
+  contextName,
+  controlPlaneName,
+  credentialsFromAdmin,
+  inotifyWarning,
+  workerName,
+} from '../../cli/cluster.js';
+
+describe('cluster naming', () => {
+  it('names containers like kind and contexts with a vind- prefix', () => {
+    expect(controlPlaneName('dev')).toBe('dev-control-plane');
+    expect(workerName('dev', 0)).toBe('dev-worker');
+    expect(workerName('dev', 1)).toBe('dev-worker2');
+    expect(contextName('dev')).toBe('vind-dev');
+  });
+});
+
+describe('inotifyWarning', () => {
+  it('stays quiet while the limit covers the nodes', () => {
+    expect(inotifyWarning(128, 1)).toBeUndefined();
+    expect(inotifyWarning(128, 4)).toBeUndefined();
+    expect(inotifyWarning(8192, 20)).toBeUndefined();
+  });
+
+  it('names the sysctl that fixes a low limit', () => {
+    expect(inotifyWarning(128, 5)).toBe(
+      'fs.inotify.max_user_instances is 128, low for 5 workers (about 136 needed); nodes may fail with ' +
+        '"too many open files": raise it with `sudo sysctl fs.inotify.max_user_instances=1024`',
+    );
+  });
+});
+
+describe('credentialsFromAdmin', () => {
+  it('keeps the credentials and points them at the given server', () => {
+    const admin = [
+      'apiVersion: v1',
+      'kind: Config',
+      'clusters:',
+      '- name: vind',
+      '  cluster:',
+      '    certificate-authority-data: Q0E=',
+      '    server: https://172.30.0.2:6443',
+      'users:',
+      '- name: vind',
+      '  user:',
+      '    client-certificate-data: Q0VSVA==',
+      '    client-key-data: S0VZ',
+      '',
+    ].join('\n');
+    expect(credentialsFromAdmin(admin, 'vind-dev', 'https://127.0.0.1:40000')).toEqual({
+      contextName: 'vind-dev',
+      server: 'https://127.0.0.1:40000',
+      caData: 'Q0E=',
+      clientCertData: 'Q0VSVA==',
+      clientKeyData: 'S0VZ',
+    });
+  });
+});
