@@ -123,7 +123,7 @@ export function clusterInfo(
   };
 }
 
-// No \`loop\` plugin: the upstream is Docker's resolver, never CoreDNS itself, and its start-up probe
+// No `loop` plugin: the upstream is Docker's resolver, never CoreDNS itself, and its start-up probe
 // would send a random name out to the host's resolver at every start.
 export const COREFILE = `.:53 {
     errors
