@@ -2,7 +2,8 @@
 // scheduling over both workers, pod-to-pod across nodes, Service DNS, NodePort from the host,
 // logs, exec and port-forward.
 
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -66,13 +67,29 @@ function webManifest(name: string, replicas: number, nodeName?: string) {
   };
 }
 
-function service(name: string, type: 'ClusterIP' | 'NodePort') {
+/** A Service on port 8080 of the pods of `app` (default: the Service's own name). */
+function service(name: string, type: 'ClusterIP' | 'NodePort', nodePort?: number, app = name) {
   return {
     apiVersion: 'v1',
     kind: 'Service',
     metadata: { name },
-    spec: { type, selector: { app: name }, ports: [{ port: 8080, targetPort: 8080 }] },
+    spec: {
+      type,
+      selector: { app },
+      ports: [{ port: 8080, targetPort: 8080, ...(nodePort ? { nodePort } : {}) }],
+    },
   };
+}
+
+const FIXED_NODE_PORT = 30080;
+let hostPort: number;
+
+async function freeHostPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
 
 interface Pod {
@@ -101,7 +118,23 @@ describe('a cluster of one control plane and two workers', () => {
     kubeconfig = join(scratch, 'kubeconfig');
     kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
     await ensureTestImage();
-    const created = await runVind(['create', cluster, '--workers', '2'], { KUBECONFIG: kubeconfig });
+    // Two workers from a config file: node labels, and a host port mapped to a fixed NodePort on the first.
+    hostPort = await freeHostPort();
+    const config = join(scratch, 'cluster.yaml');
+    await writeFile(
+      config,
+      [
+        'apiVersion: vind.dev/v1alpha1',
+        'kind: Cluster',
+        'workers:',
+        '  - labels: { tier: front }',
+        '    extraPortMappings:',
+        `      - { containerPort: ${FIXED_NODE_PORT}, hostPort: ${hostPort} }`,
+        '  - labels: { tier: back }',
+        '',
+      ].join('\n'),
+    );
+    const created = await runVind(['create', cluster, '--config', config], { KUBECONFIG: kubeconfig });
     expect(created.exitCode, created.stderr).toBe(0);
     const loaded = await runVind(['image', 'load', TEST_IMAGE, '--cluster', cluster]);
     expect(loaded.exitCode, loaded.stderr).toBe(0);
@@ -110,6 +143,7 @@ describe('a cluster of one control plane and two workers', () => {
       service('web', 'NodePort'),
       webManifest('solo', 1, WORKERS[0]),
       service('solo', 'ClusterIP'),
+      service('fixed', 'NodePort', FIXED_NODE_PORT, 'solo'),
     ]);
     for (const name of ['web', 'solo']) {
       const rollout = await kubectl(['rollout', 'status', `deployment/${name}`, '--timeout=120s']);
@@ -215,6 +249,37 @@ describe('a cluster of one control plane and two workers', () => {
       );
       expect(names.has(body)).toBe(true);
     }
+  });
+
+  it('labels nodes and maps host ports as the config file says', async () => {
+    const labels = await kubectl([
+      'get',
+      'nodes',
+      '-L',
+      'tier',
+      '--no-headers',
+      '-o',
+      'custom-columns=NAME:.metadata.name,TIER:.metadata.labels.tier',
+    ]);
+    expect(
+      labels.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split(/\s+/)),
+    ).toEqual([
+      [WORKERS[0], 'front'],
+      [WORKERS[1], 'back'],
+    ]);
+    const [solo] = await pods('solo');
+    const body = await waitFor(
+      `127.0.0.1:${hostPort} to reach NodePort ${FIXED_NODE_PORT}`,
+      async () => {
+        const response = await fetch(`http://127.0.0.1:${hostPort}/`).catch(() => undefined);
+        return response?.ok ? (await response.text()).trim() : undefined;
+      },
+      30_000,
+    );
+    expect(body).toBe(solo!.metadata.name);
   });
 
   it('serves kubectl logs, exec and port-forward', async () => {

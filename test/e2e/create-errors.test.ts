@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { docker, LABEL_CLUSTER } from '../../cli/docker.js';
+import { docker, execInContainer, LABEL_CLUSTER } from '../../cli/docker.js';
 import { CLI, removeByLabel, requireNodeImage, runVind, uniqueName, waitFor } from './helpers.js';
 
 let scratch: string;
@@ -109,6 +109,32 @@ describe('vind create refuses bad input and cleans up after faults', () => {
     ]);
     expect(line).toMatch(/datastore 127\.0\.0\.1:1 cannot be reached \(ECONNREFUSED\)/);
     expect(line).not.toContain('secret');
+  });
+
+  it('keeps the failed containers for inspection with --retain', async () => {
+    const name = uniqueName('e2e-retain');
+    created.push(name);
+    const result = await runVind(
+      [
+        'create',
+        name,
+        '--workers',
+        '0',
+        '--retain',
+        '--datastore',
+        'postgres://vind:secret@127.0.0.1:1/vind',
+      ],
+      { KUBECONFIG: join(scratch, 'retain-kubeconfig') },
+    );
+    expect(result.exitCode).not.toBe(0);
+    expect(result.stderr).toContain(`keeping the containers of "${name}" (--retain)`);
+    const status = await execInContainer(`${name}-control-plane`, ['cat', '/run/vind/status']);
+    expect(JSON.parse(status.stdout)).toMatchObject({
+      phase: 'failed',
+      message: expect.stringContaining('127.0.0.1:1'),
+    });
+    expect((await runVind(['delete', name])).exitCode).toBe(0);
+    expect(await leftovers(name)).toBe(0);
   });
 
   it('refuses a cluster that already exists and leaves it alone', async () => {
