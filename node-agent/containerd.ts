@@ -20,6 +20,8 @@ export interface ContainerdOptions {
   cgroupDriver: 'cgroupfs' | 'systemd';
   cniBinDir: string;
   cniConfDir: string;
+  /** URL of the image cache that mirrors every registry, if any. */
+  imageCache?: string;
 }
 
 function quote(value: string): string {
@@ -78,9 +80,21 @@ async function waitForContainerd(timeoutMs: number): Promise<void> {
   }
 }
 
+/**
+ * Every registry (the _default host folder) is mirrored by the image cache; containerd falls back to
+ * the registry itself when the cache cannot serve an image.
+ */
+export function mirrorHostsToml(cacheUrl: string): string {
+  return `# Written by vind node-agent.\n[host.${JSON.stringify(cacheUrl)}]\n  capabilities = ["pull", "resolve"]\n`;
+}
+
 export async function startContainerd(supervisor: Supervisor, options: ContainerdOptions): Promise<void> {
   await mkdir('/etc/containerd', { recursive: true });
   await mkdir(REGISTRY_HOSTS_DIR, { recursive: true });
+  if (options.imageCache) {
+    await mkdir(join(REGISTRY_HOSTS_DIR, '_default'), { recursive: true });
+    await writeFile(join(REGISTRY_HOSTS_DIR, '_default', 'hosts.toml'), mirrorHostsToml(options.imageCache));
+  }
   await writeFile(CONTAINERD_CONFIG, containerdConfig(options));
   supervisor.start({ name: 'containerd', command: 'containerd', args: ['--config', CONTAINERD_CONFIG] });
   await waitForContainerd(60_000);

@@ -3,6 +3,7 @@
 // /run/vind/status for the CLI, and to stdout for `docker logs`.
 
 import { runControlPlane } from './control-plane.js';
+import { runImageCache } from './image-cache/main.js';
 import { log } from './log.js';
 import { setStatus } from './status.js';
 import { Supervisor } from './supervisor.js';
@@ -11,6 +12,7 @@ import { runWorker } from './worker.js';
 const ROLES = {
   'control-plane': runControlPlane,
   worker: runWorker,
+  'image-cache': runImageCache,
 } as const;
 
 type Role = keyof typeof ROLES;

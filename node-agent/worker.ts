@@ -149,6 +149,7 @@ export async function runWorker(supervisor: Supervisor): Promise<void> {
     cgroupDriver: 'cgroupfs',
     cniBinDir: '/usr/lib/cni',
     cniConfDir: '/etc/cni/net.d',
+    imageCache: process.env.VIND_IMAGE_CACHE,
   });
   await importPreloadedImages();
 

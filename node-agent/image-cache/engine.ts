@@ -1,0 +1,108 @@
+// The image cache's view of the host's Docker: three Engine API calls and nothing else (inspect,
+// export, pull). It runs inside the cache container, on the mounted socket, with node:http because
+// the node image has no dockerode.
+
+import { request, type IncomingMessage } from 'node:http';
+import { readFile } from 'node:fs/promises';
+
+export const DOCKER_SOCKET = process.env.VIND_DOCKER_SOCKET ?? '/var/run/docker.sock';
+const API = '/v1.41';
+
+function call(method: string, path: string, headers: Record<string, string> = {}): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: DOCKER_SOCKET, method, path: `${API}${path}`, headers }, resolve);
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function text(response: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of response) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export interface ImageInfo {
+  Id: string;
+  Architecture?: string;
+  Os?: string;
+}
+
+/** The host's image for a reference, or undefined when the host does not have it. */
+export async function inspectImage(reference: string): Promise<ImageInfo | undefined> {
+  const response = await call('GET', `/images/${encodeURIComponent(reference)}/json`);
+  const body = await text(response);
+  if (response.statusCode === 404) return undefined;
+  if (response.statusCode !== 200)
+    throw new Error(`inspecting ${reference}: ${response.statusCode} ${body.trim()}`);
+  return JSON.parse(body) as ImageInfo;
+}
+
+/** `docker save` of one image, as a stream. */
+export async function exportImage(reference: string): Promise<IncomingMessage> {
+  const response = await call('GET', `/images/${encodeURIComponent(reference)}/get`);
+  if (response.statusCode !== 200) {
+    throw new Error(`exporting ${reference}: ${response.statusCode} ${(await text(response)).trim()}`);
+  }
+  return response;
+}
+
+interface DockerConfig {
+  auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string }>;
+}
+
+/** Credentials for a registry from the user's Docker config (mounted read-only), as X-Registry-Auth. */
+export async function registryAuth(registry: string, configPath: string): Promise<string | undefined> {
+  let config: DockerConfig;
+  try {
+    config = JSON.parse(await readFile(configPath, 'utf8')) as DockerConfig;
+  } catch {
+    return undefined;
+  }
+  const keys =
+    registry === 'docker.io' ? ['https://index.docker.io/v1/', 'docker.io', 'index.docker.io'] : [registry];
+  for (const key of keys) {
+    const entry = config.auths?.[key] ?? config.auths?.[`https://${key}`];
+    if (!entry) continue;
+    let { username, password } = entry;
+    if (entry.auth) [username, password] = Buffer.from(entry.auth, 'base64').toString('utf8').split(/:(.*)/s);
+    const auth = { username, password, identitytoken: entry.identitytoken, serveraddress: key };
+    return Buffer.from(JSON.stringify(auth)).toString('base64url');
+  }
+  return undefined;
+}
+
+/** Pulls through the host daemon, so the image lands in the user's own Docker too. */
+export async function pullImage(reference: string, auth?: string): Promise<void> {
+  const at = reference.indexOf('@');
+  const colon = reference.lastIndexOf(':');
+  const slash = reference.lastIndexOf('/');
+  let image = reference;
+  let tag = '';
+  if (at >= 0) {
+    image = reference.slice(0, at);
+    tag = reference.slice(at + 1);
+  } else if (colon > slash) {
+    image = reference.slice(0, colon);
+    tag = reference.slice(colon + 1);
+  }
+  const query = `fromImage=${encodeURIComponent(image)}${tag ? `&tag=${encodeURIComponent(tag)}` : ''}`;
+  const response = await call('POST', `/images/create?${query}`, auth ? { 'X-Registry-Auth': auth } : {});
+  const body = await text(response);
+  if (response.statusCode !== 200) {
+    const message = (() => {
+      try {
+        return (JSON.parse(body) as { message?: string }).message ?? body;
+      } catch {
+        return body;
+      }
+    })();
+    throw new Error(message.trim());
+  }
+  // Progress arrives as JSON lines; a failure is a line with "error".
+  for (const line of body.split('\n')) {
+    if (!line.trim()) continue;
+    const message = JSON.parse(line) as { error?: string };
+    if (message.error) throw new Error(message.error);
+  }
+}
