@@ -47,6 +47,7 @@ import {
   listNodes,
   targetFromKubeconfig,
 } from './kubernetes.js';
+import { CACHE_URL, detachImageCache, ensureImageCache, removeImageCache } from './image-cache.js';
 import { detectSecurityMode, nodeContainerSpec, type NodeRole } from './node-container.js';
 import type { Reporter } from './progress.js';
 import { clusterAddressPlan, hostAddress, parseCidr, pickClusterSubnet } from './subnets.js';
@@ -336,7 +337,12 @@ export async function createCluster(options: CreateOptions): Promise<CreatedClus
     // Workers start with the control plane: their runtime comes up while it boots, and they join
     // once it hands out the join configuration.
     await reporter.step(`start ${workers.length + 1} containers`, async () => {
+      rollback.add(async () => {
+        await detachImageCache(networkName(name));
+        if ((await clusterNames()).every((other) => other === name)) await removeImageCache(false);
+      });
       await Promise.all([
+        ensureImageCache(config.image, networkName(name)),
         startNode(
           controlPlane,
           'control-plane',
@@ -357,6 +363,7 @@ export async function createCluster(options: CreateOptions): Promise<CreatedClus
             plan.worker(worker.index),
             [
               'VIND_JOIN_FROM_FILE=1',
+              `VIND_IMAGE_CACHE=${CACHE_URL}`,
               `VIND_POD_SUBNET=${config.podSubnet}`,
               `VIND_CLUSTER_DNS=${hostAddress(parseCidr(config.serviceSubnet), 10)}`,
               `VIND_NODE_LABELS=${JSON.stringify(worker.spec.labels)}`,
@@ -495,7 +502,12 @@ export async function deleteCluster(name: string, kubeconfig?: string): Promise<
   const volumes = await listVolumes(filter);
   await Promise.all(volumes.map((v) => removeVolume(v.Name)));
   const networks = await listNetworks(filter);
-  await Promise.all(networks.map((n) => removeNetwork(n.Id)));
+  await Promise.all(
+    networks.map(async (n) => {
+      await detachImageCache(n.Name);
+      await removeNetwork(n.Id);
+    }),
+  );
   const removedContext = await removeFromKubeconfigFile(kubeconfig ?? kubeconfigPath(), contextName(name));
   return containers.length + volumes.length + networks.length > 0 || removedContext;
 }

@@ -2,7 +2,7 @@
 // vind: real Kubernetes clusters as Docker containers.
 
 import { Command } from 'commander';
-import { registerClusterCommands } from './commands/cluster.js';
+import { registerCacheCommands, registerClusterCommands } from './commands/cluster.js';
 import { registerImageCommands } from './commands/image.js';
 import { describeError, VindError } from './errors.js';
 import { StepError } from './progress.js';
@@ -16,6 +16,7 @@ program
   .showHelpAfterError(false);
 
 registerClusterCommands(program);
+registerCacheCommands(program);
 registerImageCommands(program);
 
 function fail(error: unknown): never {

@@ -3,7 +3,7 @@
 // /run/vind/status for the CLI, and to stdout for `docker logs`.
 
 import { runControlPlane } from './control-plane.js';
-import { runImageCache } from './image-cache/main.js';
+import { imageCacheCommand, runImageCache } from './image-cache/main.js';
 import { log } from './log.js';
 import { setStatus } from './status.js';
 import { Supervisor } from './supervisor.js';
@@ -19,6 +19,15 @@ type Role = keyof typeof ROLES;
 
 async function main(): Promise<void> {
   const role = process.argv[2] ?? 'worker';
+  if (role === 'image-cache' && process.argv[3]) {
+    await imageCacheCommand(process.argv[3]).then(
+      () => process.exit(0),
+      (error: Error) => {
+        process.stderr.write(`${error.message}\n`);
+        process.exit(1);
+      },
+    );
+  }
   if (!(role in ROLES)) {
     log(`unknown role "${role}": use one of ${Object.keys(ROLES).join(', ')}`);
     process.exit(2);

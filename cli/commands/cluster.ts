@@ -16,6 +16,7 @@ import {
   validateClusterName,
 } from '../cluster-config.js';
 import { ensureDockerReachable } from '../docker.js';
+import { listCachedImages, pruneImageCache, removeImageCache } from '../image-cache.js';
 import { parseDuration } from '../duration.js';
 import { InterruptedError, VindError } from '../errors.js';
 import { consoleReporter, formatDuration } from '../progress.js';
@@ -126,8 +127,9 @@ export function registerClusterCommands(program: Command): void {
     .description('delete clusters and everything they created')
     .argument('[names...]', 'cluster names (default: vind)')
     .option('--all', 'delete every vind cluster on this Docker engine', false)
+    .option('--keep-cache', 'keep the blobs of the image cache when the last cluster goes', false)
     .option('--kubeconfig <path>', 'kubeconfig file to clean (default: $KUBECONFIG or ~/.kube/config)')
-    .action(async (names: string[], options: { all: boolean; kubeconfig?: string }) => {
+    .action(async (names: string[], options: { all: boolean; keepCache: boolean; kubeconfig?: string }) => {
       await ensureDockerReachable();
       const targets = options.all ? await clusterNames() : names.length > 0 ? names : ['vind'];
       for (const name of targets) {
@@ -139,6 +141,8 @@ export function registerClusterCommands(program: Command): void {
         const removed = await deleteCluster(name, options.kubeconfig);
         process.stderr.write(removed ? `Deleted cluster "${name}"\n` : `No cluster "${name}"\n`);
       }
+      // The image cache goes with the last cluster.
+      if ((await clusterNames()).length === 0) await removeImageCache(options.keepCache);
     });
 
   program
@@ -196,4 +200,42 @@ export function registerImageLoadCommand(image: Command): void {
       await ensureDockerReachable();
       await loadImages(options.cluster, images, consoleReporter());
     });
+}
+
+export function registerCacheCommands(program: Command): void {
+  const cache = program
+    .command('cache')
+    .description("show the image cache that serves the host's images to every cluster")
+    .option('--json', 'print JSON', false)
+    .action(async (options: { json: boolean }) => {
+      await ensureDockerReachable();
+      const images = await listCachedImages();
+      if (options.json) {
+        process.stdout.write(`${JSON.stringify(images, null, 2)}\n`);
+        return;
+      }
+      const total = images.reduce((sum, i) => sum + i.size, 0);
+      for (const image of images) {
+        process.stdout.write(
+          `${image.reference}   ${image.imageId.slice(7, 19)}   ${formatBytes(image.size)}\n`,
+        );
+      }
+      process.stdout.write(
+        `${images.length} image${images.length === 1 ? '' : 's'}, ${formatBytes(total)}\n`,
+      );
+    });
+  cache
+    .command('prune')
+    .description('remove every cached blob; images are exported again when next pulled')
+    .action(async () => {
+      await ensureDockerReachable();
+      await pruneImageCache();
+      process.stderr.write('Pruned the image cache\n');
+    });
+}
+
+function formatBytes(bytes: number): string {
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  if (bytes < 1024 ** 3) return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+  return `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
 }

@@ -1,7 +1,8 @@
 // Role `image-cache`: the registry the nodes of every cluster pull through, fed by the host's Docker.
 // `image-cache list` and `image-cache prune` are run by the CLI with `docker exec`.
 
-import { rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { log } from '../log.js';
 import { setStatus } from '../status.js';
 import { exportImage, inspectImage, pullImage, registryAuth } from './engine.js';
@@ -19,17 +20,20 @@ function cache(): ImageCache {
   });
 }
 
-export async function runImageCache(): Promise<void> {
-  const command = process.argv[3];
+/** `image-cache list` and `image-cache prune`: one-shot commands next to the running server. */
+export async function imageCacheCommand(command: string): Promise<void> {
   if (command === 'list') {
     process.stdout.write(`${JSON.stringify(await cache().list())}\n`);
-    process.exit(0);
+  } else if (command === 'prune') {
+    // The folder is a volume's mount point: empty it, keep it.
+    const entries = await readdir(CACHE_ROOT).catch(() => [] as string[]);
+    await Promise.all(entries.map((entry) => rm(join(CACHE_ROOT, entry), { recursive: true, force: true })));
+  } else {
+    throw new Error(`unknown image-cache command "${command}": use list or prune`);
   }
-  if (command === 'prune') {
-    await rm(CACHE_ROOT, { recursive: true, force: true });
-    process.stdout.write('pruned\n');
-    process.exit(0);
-  }
+}
+
+export async function runImageCache(): Promise<void> {
   const server = startRegistry(cache(), CACHE_PORT);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);

@@ -48,12 +48,25 @@ export interface ParsedPath {
   reference: string;
 }
 
-/** Splits /v2/<name>/(manifests|blobs)/<reference>; refuses names and references outside the grammar. */
-export function parseRegistryPath(pathname: string): ParsedPath | 'base' {
-  if (pathname === '/v2' || pathname === '/v2/') return 'base';
-  const match = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(pathname);
-  if (!match) throw new RegistryError(404, 'UNSUPPORTED', `no such endpoint ${pathname}`);
-  const [, name, kind, reference] = match as unknown as [string, string, 'manifests' | 'blobs', string];
+/**
+ * Splits /v2/<name>/(manifests|blobs)/<reference> as sent (still percent-encoded), then checks the
+ * decoded name and reference against the distribution grammar: encoded slashes and dots cannot
+ * smuggle a path through.
+ */
+export function parseRegistryPath(rawPath: string): ParsedPath | 'base' {
+  if (rawPath === '/v2' || rawPath === '/v2/') return 'base';
+  const match = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(rawPath);
+  if (!match) throw new RegistryError(404, 'UNSUPPORTED', `no such endpoint ${rawPath}`);
+  const kind = match[2] as 'manifests' | 'blobs';
+  const decode = (text: string, code: ErrorCode) => {
+    try {
+      return decodeURIComponent(text);
+    } catch {
+      throw new RegistryError(400, code, `malformed ${text}`);
+    }
+  };
+  const name = decode(match[1]!, 'NAME_INVALID');
+  const reference = decode(match[3]!, kind === 'blobs' ? 'DIGEST_INVALID' : 'TAG_INVALID');
   if (!NAME.test(name)) throw new RegistryError(400, 'NAME_INVALID', `invalid repository name "${name}"`);
   if (reference.startsWith('sha256:') || kind === 'blobs') {
     try {
@@ -201,13 +214,7 @@ export class ImageCache {
       const raw = req.url ?? '/';
       const query = new URLSearchParams(raw.includes('?') ? raw.slice(raw.indexOf('?') + 1) : '');
       // The path as sent, not as a URL parser would resolve it: "/v2/%2e%2e/..." must be refused, not followed.
-      let pathname: string;
-      try {
-        pathname = decodeURIComponent(raw.split('?')[0]!);
-      } catch {
-        throw new RegistryError(400, 'NAME_INVALID', 'malformed path');
-      }
-      const parsed = parseRegistryPath(pathname);
+      const parsed = parseRegistryPath(raw.split('?')[0]!);
       if (parsed === 'base') {
         res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': 2 });
         res.end(req.method === 'HEAD' ? undefined : '{}');

@@ -3,6 +3,7 @@
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { docker, LABEL_CLUSTER } from '../../cli/docker.js';
+import { detachImageCache, removeImageCache } from '../../cli/image-cache.js';
 import { DEFAULT_KUBERNETES_VERSION } from '../../images/recipe.js';
 
 export const PROJECT_ROOT = join(import.meta.dirname, '..', '..');
@@ -40,13 +41,17 @@ export async function removeByLabel(cluster: string): Promise<void> {
   );
   const networks = await docker().listNetworks({ filters: filter });
   await Promise.all(
-    networks.map((n) =>
-      docker()
+    networks.map(async (n) => {
+      await detachImageCache(n.Name);
+      await docker()
         .getNetwork(n.Id)
         .remove()
-        .catch(() => undefined),
-    ),
+        .catch(() => undefined);
+    }),
   );
+  // The shared image cache goes with the last cluster, as `vind delete` does it.
+  const clusters = await docker().listContainers({ all: true, filters: { label: [LABEL_CLUSTER] } });
+  if (clusters.length === 0) await removeImageCache(false);
 }
 
 export async function requireNodeImage(): Promise<void> {

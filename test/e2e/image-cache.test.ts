@@ -1,0 +1,228 @@
+// Images built on the host run in a cluster with no load step: every node pulls through the image
+// cache, which exports them from the host's Docker.
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import tar from 'tar-stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildImage, docker, inspectContainer } from '../../cli/docker.js';
+import { CACHE_CONTAINER } from '../../cli/image-cache.js';
+import {
+  ensureTestImage,
+  kubectlBinary,
+  kubectlFor,
+  removeByLabel,
+  requireNodeImage,
+  runVind,
+  uniqueName,
+  waitFor,
+} from './helpers.js';
+
+const cluster = uniqueName('e2e-cache');
+const APP = `vind-test/cache-app:${cluster}`;
+const MISSING = '127.0.0.1:1/vind-test/exists-nowhere:v1';
+let scratch: string;
+let kubectl: ReturnType<typeof kubectlFor>;
+
+/** `docker build` on the host of an image that prints a marker; never pushed anywhere. */
+async function buildApp(marker: string): Promise<string> {
+  const pack = tar.pack();
+  pack.entry(
+    { name: 'Dockerfile' },
+    [
+      'FROM vind-test/busybox:1',
+      `RUN echo ${marker} > /marker`,
+      'ENTRYPOINT ["sh", "-c"]',
+      'CMD ["cat /marker; exec sleep 3600"]',
+      '',
+    ].join('\n'),
+  );
+  pack.finalize();
+  const context = Readable.from(pack as unknown as AsyncIterable<Buffer>);
+  await buildImage(context, { tag: APP, labels: {}, logFile: join(scratch, 'build.log') });
+  return (await docker().getImage(APP).inspect()).Id;
+}
+
+interface Pod {
+  metadata: { name: string };
+  spec: { nodeName: string };
+  status: {
+    phase: string;
+    containerStatuses?: { imageID: string; state: { waiting?: { reason: string; message?: string } } }[];
+  };
+}
+
+async function pods(app: string): Promise<Pod[]> {
+  const result = await kubectl(['get', 'pods', '-l', `app=${app}`, '-o', 'json']);
+  return (JSON.parse(result.stdout) as { items: Pod[] }).items;
+}
+
+function deployment(name: string, image: string, replicas: number) {
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name },
+    spec: {
+      replicas,
+      // One pod per node by anti-affinity leaves no room to surge: replace pods, then start new ones.
+      strategy: { type: 'Recreate' },
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: { labels: { app: name } },
+        spec: {
+          affinity: {
+            podAntiAffinity: {
+              requiredDuringSchedulingIgnoredDuringExecution: [
+                { labelSelector: { matchLabels: { app: name } }, topologyKey: 'kubernetes.io/hostname' },
+              ],
+            },
+          },
+          // sleep as PID 1 ignores SIGTERM; no need to wait the default 30 s for it.
+          terminationGracePeriodSeconds: 1,
+          containers: [{ name: 'app', image, imagePullPolicy: 'Always' }],
+        },
+      },
+    },
+  };
+}
+
+async function cacheAddress(): Promise<string> {
+  const info = await inspectContainer(CACHE_CONTAINER);
+  return info!.NetworkSettings.Networks[`vind-${cluster}`]!.IPAddress;
+}
+
+describe('the pull-through image cache', () => {
+  beforeAll(async () => {
+    await requireNodeImage();
+    await ensureTestImage();
+    scratch = await mkdtemp(join(tmpdir(), 'vind-e2e-cache-'));
+    const kubeconfig = join(scratch, 'kubeconfig');
+    kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
+    await buildApp('v1');
+    const created = await runVind(['create', cluster, '--workers', '3'], { KUBECONFIG: kubeconfig });
+    expect(created.exitCode, created.stderr).toBe(0);
+  });
+
+  afterAll(async () => {
+    await removeByLabel(cluster);
+    await docker()
+      .getImage(APP)
+      .remove({ force: true })
+      .catch(() => undefined);
+    if (scratch) await rm(scratch, { recursive: true, force: true });
+  });
+
+  it('runs a host-built image as a 3-replica Deployment with no load step', async () => {
+    const applied = await kubectl(['apply', '-f', '-'], JSON.stringify(deployment('app', APP, 3)));
+    expect(applied.exitCode, applied.stderr).toBe(0);
+    const rollout = await kubectl(['rollout', 'status', 'deployment/app', '--timeout=120s']);
+    expect(rollout.exitCode, rollout.stderr).toBe(0);
+    const running = await pods('app');
+    expect(new Set(running.map((p) => p.spec.nodeName)).size).toBe(3);
+    for (const pod of running) {
+      expect((await kubectl(['logs', pod.metadata.name])).stdout.trim()).toBe('v1');
+    }
+  });
+
+  it('gives restarted pods the new digest after the tag is rebuilt on the host', async () => {
+    const before = new Set((await pods('app')).map((p) => p.status.containerStatuses?.[0]?.imageID));
+    await buildApp('v2');
+    expect((await kubectl(['rollout', 'restart', 'deployment/app'])).exitCode).toBe(0);
+    const rollout = await kubectl(['rollout', 'status', 'deployment/app', '--timeout=120s']);
+    expect(rollout.exitCode, rollout.stderr).toBe(0);
+    const after = await waitFor(
+      'only new pods',
+      async () => {
+        const current = (await pods('app')).filter((p) => p.status.phase === 'Running');
+        return current.length === 3 &&
+          current.every((p) => !before.has(p.status.containerStatuses?.[0]?.imageID))
+          ? current
+          : undefined;
+      },
+      60_000,
+      500,
+    );
+    for (const pod of after) {
+      expect((await kubectl(['logs', pod.metadata.name])).stdout.trim()).toBe('v2');
+    }
+  });
+
+  it('fails the pull of an image that exists nowhere, naming it, without hanging', async () => {
+    const applied = await kubectl(['apply', '-f', '-'], JSON.stringify(deployment('missing', MISSING, 1)));
+    expect(applied.exitCode, applied.stderr).toBe(0);
+    const waiting = await waitFor(
+      'the pull to fail',
+      async () => {
+        const state = (await pods('missing'))[0]?.status.containerStatuses?.[0]?.state.waiting;
+        return state && /ErrImagePull|ImagePullBackOff/.test(state.reason) ? state : undefined;
+      },
+      90_000,
+      500,
+    );
+    expect(waiting.reason).toMatch(/ErrImagePull|ImagePullBackOff/);
+    const events = await kubectl([
+      'get',
+      'events',
+      '--field-selector',
+      'reason=Failed',
+      '-o',
+      'jsonpath={.items[*].message}',
+    ]);
+    expect(events.stdout).toContain(MISSING);
+  });
+
+  it('answers malformed requests with registry errors and keeps serving', async () => {
+    const base = `http://${await cacheAddress()}:5000`;
+    const error = async (path: string) => {
+      const response = await fetch(`${base}${path}`);
+      return {
+        status: response.status,
+        code: ((await response.json()) as { errors: { code: string }[] }).errors[0]!.code,
+      };
+    };
+    expect(await error('/v2/vind-test/cache-app/blobs/sha256:zzz')).toEqual({
+      status: 400,
+      code: 'DIGEST_INVALID',
+    });
+    expect(await error(`/v2/vind-test/cache-app/blobs/sha256:${'0'.repeat(64)}`)).toEqual({
+      status: 404,
+      code: 'BLOB_UNKNOWN',
+    });
+    expect(await error('/v2/vind-test/cache-app/manifests/..%2f..%2fetc')).toEqual({
+      status: 400,
+      code: 'TAG_INVALID',
+    });
+    expect(await error('/v2/%2e%2e%2f%2e%2e/etc/passwd/manifests/latest')).toEqual({
+      status: 400,
+      code: 'NAME_INVALID',
+    });
+    const tag = cluster;
+    const manifest = await fetch(`${base}/v2/vind-test/cache-app/manifests/${tag}?ns=docker.io`, {
+      method: 'HEAD',
+    });
+    expect(manifest.status).toBe(200);
+    expect(manifest.headers.get('docker-content-digest')).toMatch(/^sha256:[0-9a-f]{64}$/);
+  });
+
+  it('is the only container with the Docker socket, and publishes no port', async () => {
+    const cache = await inspectContainer(CACHE_CONTAINER);
+    expect(cache!.Mounts.some((m) => m.Destination === '/var/run/docker.sock')).toBe(true);
+    expect(Object.keys(cache!.HostConfig.PortBindings ?? {})).toEqual([]);
+    const nodes = await docker().listContainers({ filters: { label: [`dev.vind.cluster=${cluster}`] } });
+    for (const node of nodes) {
+      const info = await inspectContainer(node.Id);
+      expect(info!.Mounts.some((m) => m.Source.endsWith('docker.sock'))).toBe(false);
+    }
+  });
+
+  it('lists what it caches and prunes it', async () => {
+    const listed = await runVind(['cache', '--json']);
+    expect(listed.exitCode, listed.stderr).toBe(0);
+    const images = JSON.parse(listed.stdout) as { reference: string; size: number }[];
+    expect(images.find((i) => i.reference === `docker.io/${APP}`)?.size).toBeGreaterThan(1_000_000);
+    expect((await runVind(['cache', 'prune'])).exitCode).toBe(0);
+    expect(JSON.parse((await runVind(['cache', '--json'])).stdout)).toEqual([]);
+  });
+});
