@@ -456,5 +456,9 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
   } finally {
     await rm(context, { recursive: true, force: true });
   }
+  // The image this build replaced is left without a tag; remove it unless a container still uses it.
+  if (existing && existing.Id !== (await inspectImage(reference))?.Id) {
+    await removeImage(existing.Id).catch(() => undefined);
+  }
   return { reference, skipped: false, inputsHash: hash };
 }
