@@ -24,6 +24,7 @@ const cluster = uniqueName('e2e-cache');
 const APP = `vind-test/cache-app:${cluster}`;
 const MISSING = '127.0.0.1:1/vind-test/exists-nowhere:v1';
 let scratch: string;
+const builtIds: string[] = [];
 let kubectl: ReturnType<typeof kubectlFor>;
 
 /** `docker build` on the host of an image that prints a marker; never pushed anywhere. */
@@ -42,7 +43,9 @@ async function buildApp(marker: string): Promise<string> {
   pack.finalize();
   const context = Readable.from(pack as unknown as AsyncIterable<Buffer>);
   await buildImage(context, { tag: APP, labels: {}, logFile: join(scratch, 'build.log') });
-  return (await docker().getImage(APP).inspect()).Id;
+  const id = (await docker().getImage(APP).inspect()).Id;
+  builtIds.push(id);
+  return id;
 }
 
 interface Pod {
@@ -107,10 +110,13 @@ describe('the pull-through image cache', () => {
 
   afterAll(async () => {
     await removeByLabel(cluster);
-    await docker()
-      .getImage(APP)
-      .remove({ force: true })
-      .catch(() => undefined);
+    // Every build, also the one whose tag moved on to the rebuild.
+    for (const id of builtIds) {
+      await docker()
+        .getImage(id)
+        .remove({ force: true })
+        .catch(() => undefined);
+    }
     if (scratch) await rm(scratch, { recursive: true, force: true });
   });
 
