@@ -15,7 +15,7 @@ import {
   createVolume,
   docker,
   ensureDockerReachable,
-  execWithInput,
+  execInContainer,
   inspectImage,
   LABEL_CLUSTER,
   LABEL_KUBERNETES_VERSION,
@@ -389,7 +389,7 @@ export async function createCluster(options: CreateOptions): Promise<CreatedClus
         const joinFile = JSON.stringify(admin.join);
         await Promise.all(
           workers.map(async ({ container }) => {
-            const written = await execWithInput(
+            const written = await execInContainer(
               container,
               [
                 'sh',
@@ -583,7 +583,7 @@ export async function loadImages(name: string, references: string[], reporter: R
       await Promise.all(
         nodes.map(async (node) => {
           const container = node.Names[0]!.replace(/^\//, '');
-          const result = await execWithInput(
+          const result = await execInContainer(
             container,
             ['ctr', '-n', 'k8s.io', 'images', 'import', '--platform', 'linux/amd64', '-'],
             createReadStream(archive),

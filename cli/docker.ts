@@ -195,12 +195,19 @@ export interface ExecResult {
   stderr: string;
 }
 
-/** Runs a command in a running container and collects its output. */
-export async function execInContainer(container: string, command: string[]): Promise<ExecResult> {
+/**
+ * Runs a command in a running container and collects its output; with `input`, the stream becomes the
+ * command's standard input (image imports, files written into a node).
+ */
+export async function execInContainer(
+  container: string,
+  command: string[],
+  input?: Readable,
+): Promise<ExecResult> {
   const exec = await docker()
     .getContainer(container)
-    .exec({ Cmd: command, AttachStdout: true, AttachStderr: true });
-  const stream = await exec.start({ hijack: true, stdin: false });
+    .exec({ Cmd: command, AttachStdin: input !== undefined, AttachStdout: true, AttachStderr: true });
+  const stream = await exec.start({ hijack: true, stdin: input !== undefined });
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   const out: Buffer[] = [];
@@ -208,11 +215,14 @@ export async function execInContainer(container: string, command: string[]): Pro
   stdout.on('data', (c: Buffer) => out.push(c));
   stderr.on('data', (c: Buffer) => err.push(c));
   docker().modem.demuxStream(stream, stdout, stderr);
-  await new Promise<void>((resolve, reject) => {
+  const finished = new Promise<void>((resolve, reject) => {
     stream.on('end', resolve);
     stream.on('close', resolve);
     stream.on('error', reject);
   });
+  // Ending the input half-closes the connection: the command sees end of file, its output still arrives.
+  input?.pipe(stream as unknown as NodeJS.WritableStream);
+  await finished;
   const info = await exec.inspect();
   return {
     exitCode: info.ExitCode ?? -1,
@@ -355,41 +365,6 @@ export async function inspectContainer(name: string): Promise<Docker.ContainerIn
 export async function readContainerFile(container: string, path: string): Promise<string | undefined> {
   const result = await execInContainer(container, ['cat', path]);
   return result.exitCode === 0 ? result.stdout : undefined;
-}
-
-/** Runs a command in a container with a stream as its standard input (image imports). */
-export async function execWithInput(
-  container: string,
-  command: string[],
-  input: Readable,
-): Promise<ExecResult> {
-  const exec = await docker()
-    .getContainer(container)
-    .exec({ Cmd: command, AttachStdin: true, AttachStdout: true, AttachStderr: true });
-  const stream = (await exec.start({ hijack: true, stdin: true })) as unknown as NodeJS.ReadWriteStream & {
-    end(): void;
-  };
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
-  stdout.on('data', (c: Buffer) => out.push(c));
-  stderr.on('data', (c: Buffer) => err.push(c));
-  docker().modem.demuxStream(stream, stdout, stderr);
-  const finished = new Promise<void>((resolve, reject) => {
-    stream.on('end', resolve);
-    stream.on('close', resolve);
-    stream.on('error', reject);
-  });
-  // Half-close after the input: the command sees end of file and the output still arrives.
-  input.pipe(stream as unknown as NodeJS.WritableStream);
-  await finished;
-  const info = await exec.inspect();
-  return {
-    exitCode: info.ExitCode ?? -1,
-    stdout: Buffer.concat(out).toString('utf8'),
-    stderr: Buffer.concat(err).toString('utf8'),
-  };
 }
 
 /** `docker save` of one or more images, as a tar stream. */

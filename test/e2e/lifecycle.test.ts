@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
-import { docker, execInContainer, execWithInput, LABEL_CLUSTER } from '../../cli/docker.js';
+import { docker, execInContainer, LABEL_CLUSTER } from '../../cli/docker.js';
 import {
   kubectlBinary,
   kubectlFor,
@@ -105,7 +105,7 @@ describe('cluster lifecycle', () => {
     expect(result.stdout).toContain(`server: https://${a}-control-plane:6443`);
     expect(result.stdout).not.toContain('insecure-skip-tls-verify');
     // Used from a container on the cluster network, with the certificate checked against the cluster CA.
-    const inside = await execWithInput(
+    const inside = await execInContainer(
       `${a}-worker`,
       ['sh', '-c', 'cat > /tmp/internal.conf && kubectl --kubeconfig /tmp/internal.conf get nodes -o name'],
       Readable.from([result.stdout]),
