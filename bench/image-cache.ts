@@ -17,7 +17,7 @@ import { execa } from 'execa';
 import tar from 'tar-stream';
 import { buildImage, docker } from '../cli/docker.js';
 import { formatDuration } from '../cli/progress.js';
-import { ensureTestImage, kubectlBinary } from '../test/e2e/helpers.js';
+import { ensureTestImage, kubectlBinary, spreadDeployment } from '../test/e2e/helpers.js';
 
 const CLI = join(import.meta.dirname, '..', 'cli', 'main.js');
 const sizeIndex = process.argv.indexOf('--size-mb');
@@ -47,28 +47,7 @@ async function buildBigImage(tag: string, scratch: string): Promise<void> {
 }
 
 function deployment(name: string, image: string, pullPolicy: 'IfNotPresent' | 'Never') {
-  return JSON.stringify({
-    apiVersion: 'apps/v1',
-    kind: 'Deployment',
-    metadata: { name },
-    spec: {
-      replicas: 3,
-      selector: { matchLabels: { app: name } },
-      template: {
-        metadata: { labels: { app: name } },
-        spec: {
-          affinity: {
-            podAntiAffinity: {
-              requiredDuringSchedulingIgnoredDuringExecution: [
-                { labelSelector: { matchLabels: { app: name } }, topologyKey: 'kubernetes.io/hostname' },
-              ],
-            },
-          },
-          containers: [{ name: 'app', image, imagePullPolicy: pullPolicy }],
-        },
-      },
-    },
-  });
+  return JSON.stringify(spreadDeployment(name, { image, imagePullPolicy: pullPolicy }, 3));
 }
 
 async function deployAndWait(

@@ -16,6 +16,7 @@ import {
   removeByLabel,
   requireNodeImage,
   runVind,
+  spreadDeployment,
   TEST_IMAGE,
   uniqueName,
   waitFor,
@@ -28,46 +29,26 @@ let kubectl: ReturnType<typeof kubectlFor>;
 
 const WORKERS = [`${cluster}-worker`, `${cluster}-worker2`];
 
+/** A Service on port 8080 of the pods of `app` (default: the Service's own name). */
 function webManifest(name: string, replicas: number, nodeName?: string) {
-  return {
-    apiVersion: 'apps/v1',
-    kind: 'Deployment',
-    metadata: { name },
-    spec: {
-      replicas,
-      selector: { matchLabels: { app: name } },
-      template: {
-        metadata: { labels: { app: name } },
-        spec: {
-          ...(nodeName ? { nodeSelector: { 'kubernetes.io/hostname': nodeName } } : {}),
-          affinity: {
-            podAntiAffinity: {
-              requiredDuringSchedulingIgnoredDuringExecution: [
-                { labelSelector: { matchLabels: { app: name } }, topologyKey: 'kubernetes.io/hostname' },
-              ],
-            },
-          },
-          containers: [
-            {
-              name: 'web',
-              image: TEST_IMAGE,
-              imagePullPolicy: 'Never',
-              command: [
-                'sh',
-                '-c',
-                'mkdir -p /www && hostname > /www/index.html && echo "serving $(hostname)" && exec httpd -f -v -p 8080 -h /www',
-              ],
-              ports: [{ containerPort: 8080 }],
-              readinessProbe: { tcpSocket: { port: 8080 }, periodSeconds: 1 },
-            },
-          ],
-        },
-      },
+  return spreadDeployment(
+    name,
+    {
+      image: TEST_IMAGE,
+      imagePullPolicy: 'Never',
+      command: [
+        'sh',
+        '-c',
+        'mkdir -p /www && hostname > /www/index.html && echo "serving $(hostname)" && exec httpd -f -v -p 8080 -h /www',
+      ],
+      ports: [{ containerPort: 8080 }],
+      readinessProbe: { tcpSocket: { port: 8080 }, periodSeconds: 1 },
     },
-  };
+    replicas,
+    nodeName ? { nodeSelector: { 'kubernetes.io/hostname': nodeName } } : {},
+  );
 }
 
-/** A Service on port 8080 of the pods of `app` (default: the Service's own name). */
 function service(name: string, type: 'ClusterIP' | 'NodePort', nodePort?: number, app = name) {
   return {
     apiVersion: 'v1',

@@ -168,3 +168,42 @@ export async function ensureTestImage(): Promise<string> {
   );
   return TEST_IMAGE;
 }
+
+/**
+ * A Deployment with at most one pod per node (required anti-affinity on the hostname), so that its
+ * replicas land on distinct workers. With one pod per node there is no room to surge: updates
+ * replace pods (Recreate) instead of rolling.
+ */
+export function spreadDeployment(
+  name: string,
+  container: Record<string, unknown>,
+  replicas: number,
+  podSpec: Record<string, unknown> = {},
+) {
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name },
+    spec: {
+      replicas,
+      strategy: { type: 'Recreate' },
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: { labels: { app: name } },
+        spec: {
+          affinity: {
+            podAntiAffinity: {
+              requiredDuringSchedulingIgnoredDuringExecution: [
+                { labelSelector: { matchLabels: { app: name } }, topologyKey: 'kubernetes.io/hostname' },
+              ],
+            },
+          },
+          // Test workloads ignore SIGTERM as PID 1; no need to wait the default 30 s for them.
+          terminationGracePeriodSeconds: 1,
+          ...podSpec,
+          containers: [{ name: 'app', ...container }],
+        },
+      },
+    },
+  };
+}

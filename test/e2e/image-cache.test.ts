@@ -16,6 +16,7 @@ import {
   removeByLabel,
   requireNodeImage,
   runVind,
+  spreadDeployment,
   uniqueName,
   waitFor,
 } from './helpers.js';
@@ -63,32 +64,7 @@ async function pods(app: string): Promise<Pod[]> {
 }
 
 function deployment(name: string, image: string, replicas: number) {
-  return {
-    apiVersion: 'apps/v1',
-    kind: 'Deployment',
-    metadata: { name },
-    spec: {
-      replicas,
-      // One pod per node by anti-affinity leaves no room to surge: replace pods, then start new ones.
-      strategy: { type: 'Recreate' },
-      selector: { matchLabels: { app: name } },
-      template: {
-        metadata: { labels: { app: name } },
-        spec: {
-          affinity: {
-            podAntiAffinity: {
-              requiredDuringSchedulingIgnoredDuringExecution: [
-                { labelSelector: { matchLabels: { app: name } }, topologyKey: 'kubernetes.io/hostname' },
-              ],
-            },
-          },
-          // sleep as PID 1 ignores SIGTERM; no need to wait the default 30 s for it.
-          terminationGracePeriodSeconds: 1,
-          containers: [{ name: 'app', image, imagePullPolicy: 'Always' }],
-        },
-      },
-    },
-  };
+  return spreadDeployment(name, { image, imagePullPolicy: 'Always' }, replicas);
 }
 
 async function cacheAddress(): Promise<string> {
