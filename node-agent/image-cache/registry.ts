@@ -309,10 +309,10 @@ export function parseRange(
   return [start, end];
 }
 
-export function startRegistry(cache: ImageCache, port: number): Server {
+export function startRegistry(cache: ImageCache, port: number, host = '0.0.0.0'): Server {
   const server = createServer((req, res) => {
     void cache.handle(req, res);
   });
-  server.listen(port, '0.0.0.0');
+  server.listen(port, host);
   return server;
 }

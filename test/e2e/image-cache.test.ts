@@ -1,7 +1,8 @@
 // Images built on the host run in a cluster with no load step: every node pulls through the image
 // cache, which exports them from the host's Docker.
 
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -9,6 +10,8 @@ import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildImage, docker, inspectContainer } from '../../cli/docker.js';
 import { CACHE_CONTAINER } from '../../cli/image-cache.js';
+import { buildDockerArchive } from '../../images/docker-archive.js';
+import { ImageCache, startRegistry } from '../../node-agent/image-cache/registry.js';
 import {
   ensureTestImage,
   kubectlBinary,
@@ -153,6 +156,59 @@ describe('the pull-through image cache', () => {
       'jsonpath={.items[*].message}',
     ]);
     expect(events.stdout).toContain(MISSING);
+  });
+
+  it("pulls an image the host lacks through the host's Docker, which keeps it too", async () => {
+    // A registry on the host's loopback, serving one image the host's Docker has never seen.
+    const marker = `pulled-${cluster}`;
+    const built = await buildDockerArchive({
+      reference: 'pulled/app:1',
+      files: [
+        { path: 'bin/busybox', content: await readFile('/bin/busybox'), mode: 0o755 },
+        { path: 'bin/sh', content: Buffer.alloc(0), mode: 0o777, linkTarget: 'busybox' },
+        { path: 'bin/cat', content: Buffer.alloc(0), mode: 0o777, linkTarget: 'busybox' },
+        { path: 'bin/sleep', content: Buffer.alloc(0), mode: 0o777, linkTarget: 'busybox' },
+        { path: 'marker', content: Buffer.from(`${marker}\n`), mode: 0o644 },
+      ],
+      entrypoint: ['/bin/sh', '-c'],
+      cmd: ['cat /marker; exec sleep 3600'],
+    });
+    const upstream = new ImageCache(join(scratch, 'upstream'), {
+      inspect: async (reference) => (reference.endsWith('/pulled/app:1') ? { Id: built.imageId } : undefined),
+      export: async () => Readable.from(built.tar),
+      pull: async () => {
+        throw new Error('the upstream has nothing to pull from');
+      },
+    });
+    const server = startRegistry(upstream, 0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    const image = `127.0.0.1:${(server.address() as AddressInfo).port}/pulled/app:1`;
+    builtIds.push(image);
+    try {
+      expect(
+        await docker()
+          .getImage(image)
+          .inspect()
+          .catch(() => undefined),
+      ).toBeUndefined();
+      const applied = await kubectl(
+        ['apply', '-f', '-'],
+        JSON.stringify(spreadDeployment('pulled', { image }, 1)),
+      );
+      expect(applied.exitCode, applied.stderr).toBe(0);
+      const rollout = await kubectl(['rollout', 'status', 'deployment/pulled', '--timeout=120s']);
+      expect(rollout.exitCode, rollout.stderr).toBe(0);
+      const [pod] = await pods('pulled');
+      const logged = await waitFor(
+        'the pulled image to print its marker',
+        async () => (await kubectl(['logs', pod!.metadata.name])).stdout.trim() || undefined,
+        20_000,
+      );
+      expect(logged).toBe(marker);
+      expect((await docker().getImage(image).inspect()).Id).toBe(built.imageId);
+    } finally {
+      server.close();
+    }
   });
 
   it('answers malformed requests with registry errors and keeps serving', async () => {
