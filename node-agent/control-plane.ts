@@ -22,6 +22,7 @@ import {
 import { signDetachedJws } from './join.js';
 import { caCertHash, ensurePki, type PkiPaths } from './pki.js';
 import { setStatus } from './status.js';
+import { waitFor } from './wait.js';
 import type { Supervisor } from './supervisor.js';
 
 export const VIND_DIR = '/var/lib/vind';
@@ -151,14 +152,6 @@ function apiServerArgs(settings: ControlPlaneSettings, pki: PkiPaths, etcd: stri
   ];
 }
 
-async function waitUntil(what: string, probe: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
-
 async function applyManifests(manifest: unknown): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -278,7 +271,11 @@ export async function runControlPlane(supervisor: Supervisor): Promise<void> {
     cert: await readFile(pki.adminCert),
     key: await readFile(pki.adminKey),
   };
-  await waitUntil('kube-apiserver to be ready', () => apiReady(target), 120_000);
+  await waitFor(
+    'kube-apiserver to be ready',
+    async () => ((await apiReady(target)) ? true : undefined),
+    120_000,
+  );
 
   const token = await joinToken();
   const tokenText = `${token.id}.${token.secret}`;

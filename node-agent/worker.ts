@@ -30,6 +30,7 @@ import {
 } from './node-config.js';
 import { prepareNode } from './prepare.js';
 import { setStatus } from './status.js';
+import { waitFor } from './wait.js';
 import type { Supervisor } from './supervisor.js';
 
 const CNI_CONFIG = '/etc/cni/net.d/10-vind.conflist';
@@ -40,21 +41,6 @@ function required(name: string): string {
   const value = process.env[name];
   if (!value) throw new Error(`${name} is not set: the worker cannot join without it`);
   return value;
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError = '';
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      lastError = `: ${(error as Error).message}`;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastError}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
 }
 
 async function iptables(args: string[]): Promise<void> {
