@@ -5,7 +5,6 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
 import { VindError } from './errors.js';
@@ -17,7 +16,6 @@ export const LABEL_VERSION = 'dev.vind.version';
 export const LABEL_INPUTS_HASH = 'dev.vind.inputs-hash';
 export const LABEL_KUBERNETES_VERSION = 'dev.vind.kubernetes-version';
 
-export type ContainerSpec = Docker.ContainerCreateOptions;
 
 let client: Docker | undefined;
 
@@ -156,10 +154,6 @@ export async function buildImage(
   return imageId;
 }
 
-export async function createContainer(spec: ContainerSpec): Promise<Docker.Container> {
-  return docker().createContainer(spec);
-}
-
 export async function removeContainer(idOrName: string): Promise<void> {
   try {
     await docker().getContainer(idOrName).remove({ force: true, v: true });
@@ -293,11 +287,6 @@ export async function probeHostCapabilities(probeImage: string): Promise<HostCap
   await mkdir(dirname(file), { recursive: true });
   await writeFile(file, JSON.stringify(known, null, 2));
   return result;
-}
-
-export async function pipeToFile(stream: Readable, file: string): Promise<void> {
-  await mkdir(dirname(file), { recursive: true });
-  await pipeline(stream, createWriteStream(file));
 }
 
 export interface NetworkSpec {
