@@ -16,7 +16,6 @@ export const LABEL_VERSION = 'dev.vind.version';
 export const LABEL_INPUTS_HASH = 'dev.vind.inputs-hash';
 export const LABEL_KUBERNETES_VERSION = 'dev.vind.kubernetes-version';
 
-
 let client: Docker | undefined;
 
 export function docker(): Docker {
