@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what vind needs on a Debian host to build node images and run clusters:
+# Installs what vind needs on a Debian host to build node images, run clusters and run the tests:
 # Docker (Debian's docker.io), debootstrap, and the C toolchain and libseccomp for runc.
 # Go 1.24+ and Node.js 20+ are expected to be installed already.
 set -euo pipefail
@@ -12,8 +12,11 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 # A static busybox becomes the small test image of the end-to-end tests.
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+# The datastore tests start PostgreSQL, MariaDB and etcd servers of their own.
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql)
+[ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"

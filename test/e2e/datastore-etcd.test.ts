@@ -1,0 +1,90 @@
+// The external datastore path with etcd: a real etcd server (Debian's package) started by the test,
+// given straight to kube-apiserver (no kine).
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { docker, execInContainer } from '../../cli/docker.js';
+import {
+  kubectlBinary,
+  kubectlFor,
+  removeByLabel,
+  requireNodeImage,
+  runVind,
+  uniqueName,
+  waitFor,
+} from './helpers.js';
+
+const cluster = uniqueName('e2e-etcd');
+const clientPort = 20000 + Math.floor(Math.random() * 20000);
+const peerPort = clientPort + 1;
+let scratch: string;
+let address: string;
+let server: ResultPromise | undefined;
+
+/** Reads a key through etcd's v3 JSON gateway. */
+async function etcdKeys(key: string): Promise<number> {
+  const response = await fetch(`http://${address}:${clientPort}/v3/kv/range`, {
+    method: 'POST',
+    body: JSON.stringify({ key: Buffer.from(key).toString('base64'), keys_only: true }),
+  });
+  return ((await response.json()) as { kvs?: unknown[] }).kvs?.length ?? 0;
+}
+
+describe('an external etcd datastore', () => {
+  beforeAll(async () => {
+    await requireNodeImage();
+    const bridge = await docker().getNetwork('bridge').inspect();
+    address = bridge.IPAM.Config[0].Gateway as string;
+    scratch = await mkdtemp(join(tmpdir(), 'vind-e2e-etcd-'));
+    const client = `http://${address}:${clientPort}`;
+    const peer = `http://127.0.0.1:${peerPort}`;
+    server = execa(
+      'etcd',
+      [
+        `--data-dir=${join(scratch, 'data')}`,
+        `--listen-client-urls=${client}`,
+        `--advertise-client-urls=${client}`,
+        `--listen-peer-urls=${peer}`,
+        `--initial-advertise-peer-urls=${peer}`,
+        `--initial-cluster=default=${peer}`,
+      ],
+      { reject: false },
+    );
+    await waitFor(
+      'etcd to answer',
+      async () => ((await fetch(`${client}/health`).catch(() => undefined))?.ok ? true : undefined),
+      30_000,
+      250,
+    );
+  });
+
+  afterAll(async () => {
+    await removeByLabel(cluster);
+    if (server) {
+      server.kill('SIGTERM');
+      await server;
+    }
+    if (scratch) await rm(scratch, { recursive: true, force: true });
+  });
+
+  it('runs the cluster on etcd and stores its objects there', async () => {
+    const kubeconfig = join(scratch, 'kubeconfig');
+    const created = await runVind(
+      ['create', cluster, '--workers', '1', '--datastore', `etcd://${address}:${clientPort}`],
+      {
+        KUBECONFIG: kubeconfig,
+      },
+    );
+    expect(created.exitCode, created.stderr).toBe(0);
+    const kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
+    const made = await kubectl(['create', 'configmap', 'stored-in-etcd', '--from-literal=k=v']);
+    expect(made.exitCode, made.stderr).toBe(0);
+    expect(await etcdKeys('/registry/configmaps/default/stored-in-etcd')).toBe(1);
+    // No kine runs when the API server talks to etcd itself.
+    const processes = await execInContainer(`${cluster}-control-plane`, ['ps', '-eo', 'args']);
+    expect(processes.stdout).not.toMatch(/^kine /m);
+  });
+});
