@@ -6,13 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { docker, execInContainer } from '../../cli/docker.js';
+import { execInContainer } from '../../cli/docker.js';
 import {
-  kubectlBinary,
-  kubectlFor,
+  createClusterOnDatastore,
+  hostAddressOnBridge,
   removeByLabel,
   requireNodeImage,
-  runVind,
   uniqueName,
   waitFor,
 } from './helpers.js';
@@ -36,8 +35,7 @@ async function etcdKeys(key: string): Promise<number> {
 describe('an external etcd datastore', () => {
   beforeAll(async () => {
     await requireNodeImage();
-    const bridge = await docker().getNetwork('bridge').inspect();
-    address = bridge.IPAM.Config[0].Gateway as string;
+    address = await hostAddressOnBridge();
     scratch = await mkdtemp(join(tmpdir(), 'vind-e2e-etcd-'));
     const client = `http://${address}:${clientPort}`;
     const peer = `http://127.0.0.1:${peerPort}`;
@@ -71,17 +69,8 @@ describe('an external etcd datastore', () => {
   });
 
   it('runs the cluster on etcd and stores its objects there', async () => {
-    const kubeconfig = join(scratch, 'kubeconfig');
-    const created = await runVind(
-      ['create', cluster, '--workers', '1', '--datastore', `etcd://${address}:${clientPort}`],
-      {
-        KUBECONFIG: kubeconfig,
-      },
-    );
-    expect(created.exitCode, created.stderr).toBe(0);
-    const kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
-    const made = await kubectl(['create', 'configmap', 'stored-in-etcd', '--from-literal=k=v']);
-    expect(made.exitCode, made.stderr).toBe(0);
+    const url = `etcd://${address}:${clientPort}`;
+    await createClusterOnDatastore(cluster, url, join(scratch, 'kubeconfig'), 'stored-in-etcd');
     expect(await etcdKeys('/registry/configmaps/default/stored-in-etcd')).toBe(1);
     // No kine runs when the API server talks to etcd itself.
     const processes = await execInContainer(`${cluster}-control-plane`, ['ps', '-eo', 'args']);

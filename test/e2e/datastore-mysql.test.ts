@@ -6,13 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { docker } from '../../cli/docker.js';
 import {
-  kubectlBinary,
-  kubectlFor,
+  createClusterOnDatastore,
+  hostAddressOnBridge,
   removeByLabel,
   requireNodeImage,
-  runVind,
   uniqueName,
   waitFor,
 } from './helpers.js';
@@ -35,8 +33,7 @@ function sql(statement: string, asVind = false) {
 describe('an external MySQL datastore', () => {
   beforeAll(async () => {
     await requireNodeImage();
-    const bridge = await docker().getNetwork('bridge').inspect();
-    address = bridge.IPAM.Config[0].Gateway as string;
+    address = await hostAddressOnBridge();
     scratch = await mkdtemp(join(tmpdir(), 'vind-e2e-mysql-'));
     const data = join(scratch, 'data');
     socket = join(scratch, 'mysqld.sock');
@@ -82,15 +79,8 @@ describe('an external MySQL datastore', () => {
   });
 
   it('runs the cluster on MySQL and stores its objects there', async () => {
-    const kubeconfig = join(scratch, 'kubeconfig');
     const url = `mysql://vind:${PASSWORD}@tcp(${address}:${port})/kine`;
-    const created = await runVind(['create', cluster, '--workers', '1', '--datastore', url], {
-      KUBECONFIG: kubeconfig,
-    });
-    expect(created.exitCode, created.stderr).toBe(0);
-    const kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
-    const made = await kubectl(['create', 'configmap', 'stored-in-mysql', '--from-literal=k=v']);
-    expect(made.exitCode, made.stderr).toBe(0);
+    await createClusterOnDatastore(cluster, url, join(scratch, 'kubeconfig'), 'stored-in-mysql');
     const rows = await sql(
       "SELECT COUNT(*) FROM kine.kine WHERE name = '/registry/configmaps/default/stored-in-mysql'",
       true,

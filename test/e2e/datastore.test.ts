@@ -6,13 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { docker, execInContainer } from '../../cli/docker.js';
+import { execInContainer } from '../../cli/docker.js';
 import {
-  kubectlBinary,
-  kubectlFor,
+  createClusterOnDatastore,
+  hostAddressOnBridge,
   removeByLabel,
   requireNodeImage,
-  runVind,
   uniqueName,
   waitFor,
 } from './helpers.js';
@@ -47,8 +46,7 @@ describe('an external PostgreSQL datastore', () => {
   beforeAll(async () => {
     await requireNodeImage();
     // The server listens on the host's address on Docker's default bridge, which node containers reach.
-    const bridge = await docker().getNetwork('bridge').inspect();
-    address = bridge.IPAM.Config[0].Gateway as string;
+    address = await hostAddressOnBridge();
     const bin = await postgresBin();
     const owner = await user('postgres');
     scratch = await mkdtemp(join(tmpdir(), 'vind-e2e-pg-'));
@@ -89,16 +87,8 @@ describe('an external PostgreSQL datastore', () => {
   });
 
   it('runs the cluster on PostgreSQL and stores its objects there', async () => {
-    const kubeconfig = join(scratch, 'kubeconfig');
     const url = `postgres://vind:${PASSWORD}@${address}:${port}/kine?sslmode=disable`;
-    const created = await runVind(['create', cluster, '--workers', '1', '--datastore', url], {
-      KUBECONFIG: kubeconfig,
-    });
-    expect(created.exitCode, created.stderr).toBe(0);
-
-    const kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
-    const made = await kubectl(['create', 'configmap', 'stored-in-postgres', '--from-literal=k=v']);
-    expect(made.exitCode, made.stderr).toBe(0);
+    await createClusterOnDatastore(cluster, url, join(scratch, 'kubeconfig'), 'stored-in-postgres');
     const rows = await psql(
       "SELECT count(*) FROM kine WHERE name = '/registry/configmaps/default/stored-in-postgres'",
     );

@@ -2,6 +2,7 @@
 
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { expect } from 'vitest';
 import { docker, LABEL_CLUSTER } from '../../cli/docker.js';
 import { detachImageCache, removeImageCache } from '../../cli/image-cache.js';
 import { DEFAULT_KUBERNETES_VERSION } from '../../images/recipe.js';
@@ -206,4 +207,31 @@ export function spreadDeployment(
       },
     },
   };
+}
+
+/**
+ * The host's address on Docker's default bridge: datastore servers started by tests listen there,
+ * where node containers on any cluster network reach them.
+ */
+export async function hostAddressOnBridge(): Promise<string> {
+  const bridge = await docker().getNetwork('bridge').inspect();
+  const gateway = bridge.IPAM?.Config?.[0]?.Gateway;
+  if (!gateway) throw new Error("Docker's default bridge network has no gateway address");
+  return gateway;
+}
+
+/** Creates a one-worker cluster on an external datastore and writes one ConfigMap through it. */
+export async function createClusterOnDatastore(
+  cluster: string,
+  datastoreUrl: string,
+  kubeconfig: string,
+  configMap: string,
+): Promise<void> {
+  const created = await runVind(['create', cluster, '--workers', '1', '--datastore', datastoreUrl], {
+    KUBECONFIG: kubeconfig,
+  });
+  expect(created.exitCode, created.stderr).toBe(0);
+  const kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
+  const made = await kubectl(['create', 'configmap', configMap, '--from-literal=k=v']);
+  expect(made.exitCode, made.stderr).toBe(0);
 }
