@@ -9,6 +9,7 @@ import { connect } from 'node:net';
 import { hostname } from 'node:os';
 import { execa } from 'execa';
 import { apiReady } from '../cli/kubernetes.js';
+import { parseDatastoreUrl } from '../cli/cluster-config.js';
 import { renderKubeconfig } from '../cli/kubeconfig.js';
 import { hostAddress, parseCidr } from '../cli/subnets.js';
 import {
@@ -81,12 +82,9 @@ async function kubeconfigFor(pki: PkiPaths, cert: string, key: string, server: s
 }
 
 /** Fails in seconds, with the address, when an external datastore does not accept connections. */
-async function checkReachable(url: string): Promise<void> {
-  const parsed = /@(?:tcp\()?([^:/)]+):(\d+)/.exec(url) ?? /^[a-z]+:\/\/([^:/]+):(\d+)/.exec(url);
-  if (!parsed) return;
-  const [, host, port] = parsed;
+async function checkReachable(host: string, port: number): Promise<void> {
   await new Promise<void>((resolve, reject) => {
-    const socket = connect({ host: host!, port: Number(port), timeout: 5000 });
+    const socket = connect({ host, port, timeout: 5000 });
     socket.once('connect', () => {
       socket.destroy();
       resolve();
@@ -101,22 +99,18 @@ async function checkReachable(url: string): Promise<void> {
   });
 }
 
-async function startDatastore(supervisor: Supervisor, datastore: string): Promise<string> {
-  if (
-    datastore.startsWith('etcd://') ||
-    datastore.startsWith('http://') ||
-    datastore.startsWith('https://')
-  ) {
-    await checkReachable(datastore);
-    return datastore.replace(/^etcd:\/\//, 'http://');
-  }
+/** Starts kine where the API server needs it, and returns the etcd endpoint for the API server. */
+async function startDatastore(supervisor: Supervisor, url: string): Promise<string> {
+  // The same parser that validated the URL in the CLI: one reading of every datastore form.
+  const datastore = parseDatastoreUrl(url);
   const args = ['--listen-address=127.0.0.1:2379', '--metrics-bind-address=127.0.0.1:2380'];
-  if (datastore === 'sqlite') {
+  if (datastore.kind === 'sqlite') {
     await mkdir(`${VIND_DIR}/kine`, { recursive: true });
     args.push(`--endpoint=sqlite://${VIND_DIR}/kine/state.db?_journal=WAL&cache=shared&_busy_timeout=30000`);
   } else {
-    await checkReachable(datastore);
-    args.push(`--endpoint=${datastore}`);
+    await checkReachable(datastore.host, datastore.port);
+    if (datastore.kind === 'etcd') return datastore.url.replace(/^etcd:\/\//, 'http://');
+    args.push(`--endpoint=${datastore.url}`);
   }
   supervisor.start({ name: 'kine', command: 'kine', args });
   return 'http://127.0.0.1:2379';
