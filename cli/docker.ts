@@ -3,12 +3,14 @@
 
 import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
 import { VindError } from './errors.js';
 import { cacheDir } from './paths.js';
+import { hostAddressOnBridge } from './subnets.js';
 
 export const LABEL_CLUSTER = 'dev.vind.cluster';
 export const LABEL_ROLE = 'dev.vind.role';
@@ -372,4 +374,22 @@ export async function saveImages(references: string[]): Promise<Readable> {
       (error, stream) => (error ? reject(error) : resolve(stream)),
     );
   });
+}
+
+/** Name of the host interface behind a bridge network: Docker's option, else its own naming rule. */
+function bridgeInterface(network: Docker.NetworkInspectInfo): string {
+  const named = network.Options?.['com.docker.network.bridge.name'];
+  if (named) return named;
+  return network.Name === 'bridge' ? 'docker0' : `br-${network.Id.slice(0, 12)}`;
+}
+
+/** The host's address on a bridge network (see `hostAddressOnBridge` for why this is not just the gateway). */
+export async function hostAddressOnNetwork(name: string): Promise<string> {
+  const network = await docker().getNetwork(name).inspect();
+  const ipv4 = (network.IPAM?.Config ?? []).find((c) => c.Subnet?.includes('.'));
+  if (!ipv4?.Subnet) throw new VindError(`Docker network ${name} has no IPv4 subnet`);
+  const addresses = (networkInterfaces()[bridgeInterface(network)] ?? [])
+    .filter((a) => a.family === 'IPv4')
+    .map((a) => a.address);
+  return hostAddressOnBridge({ subnet: ipv4.Subnet, gateway: ipv4.Gateway, bridgeAddresses: addresses });
 }

@@ -158,3 +158,26 @@ export function clusterAddressPlan(subnet: string): ClusterAddressPlan {
     loadBalancerRange: { first: hostAddress(cidr, 128), last: hostAddress(cidr, 254) },
   };
 }
+
+export interface BridgeNetworkFacts {
+  /** The network's IPv4 subnet, as Docker reports it. */
+  subnet: string;
+  /** The gateway, when Docker reports one: a brand-new engine lists none for its default bridge. */
+  gateway?: string;
+  /** IPv4 addresses of the network's bridge interface on the host, when the engine is local. */
+  bridgeAddresses: string[];
+}
+
+/**
+ * The host's own address on a Docker bridge network, where services on the host are reached from
+ * containers on it. Docker does not always report the gateway (a fresh engine's default bridge has
+ * none listed although docker0 carries it), so: the reported gateway, else the bridge interface's
+ * address inside the subnet, else the subnet's first address, where Docker's IPAM puts the gateway.
+ */
+export function hostAddressOnBridge(facts: BridgeNetworkFacts): string {
+  if (facts.gateway) return facts.gateway;
+  const taken = parseTaken(facts.subnet);
+  if (!taken) throw new Error(`Docker network subnet ${facts.subnet} is not IPv4`);
+  const onBridge = facts.bridgeAddresses.find((address) => contains(taken, address));
+  return onBridge ?? hostAddress(taken, 1);
+}

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execInContainer } from '../../cli/docker.js';
 import {
   createClusterOnDatastore,
-  hostAddressOnBridge,
+  hostAddressOnDefaultBridge,
   removeByLabel,
   requireNodeImage,
   uniqueName,
@@ -35,7 +35,7 @@ async function etcdKeys(key: string): Promise<number> {
 describe('an external etcd datastore', () => {
   beforeAll(async () => {
     await requireNodeImage();
-    address = await hostAddressOnBridge();
+    address = await hostAddressOnDefaultBridge();
     scratch = await mkdtemp(join(tmpdir(), 'vind-e2e-etcd-'));
     const client = `http://${address}:${clientPort}`;
     const peer = `http://127.0.0.1:${peerPort}`;

@@ -8,7 +8,7 @@ import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createClusterOnDatastore,
-  hostAddressOnBridge,
+  hostAddressOnDefaultBridge,
   removeByLabel,
   requireNodeImage,
   uniqueName,
@@ -33,7 +33,7 @@ function sql(statement: string, asVind = false) {
 describe('an external MySQL datastore', () => {
   beforeAll(async () => {
     await requireNodeImage();
-    address = await hostAddressOnBridge();
+    address = await hostAddressOnDefaultBridge();
     scratch = await mkdtemp(join(tmpdir(), 'vind-e2e-mysql-'));
     const data = join(scratch, 'data');
     socket = join(scratch, 'mysqld.sock');

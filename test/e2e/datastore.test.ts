@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execInContainer } from '../../cli/docker.js';
 import {
   createClusterOnDatastore,
-  hostAddressOnBridge,
+  hostAddressOnDefaultBridge,
   removeByLabel,
   requireNodeImage,
   uniqueName,
@@ -46,7 +46,7 @@ describe('an external PostgreSQL datastore', () => {
   beforeAll(async () => {
     await requireNodeImage();
     // The server listens on the host's address on Docker's default bridge, which node containers reach.
-    address = await hostAddressOnBridge();
+    address = await hostAddressOnDefaultBridge();
     const bin = await postgresBin();
     const owner = await user('postgres');
     scratch = await mkdtemp(join(tmpdir(), 'vind-e2e-pg-'));

@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { expect } from 'vitest';
-import { docker, LABEL_CLUSTER } from '../../cli/docker.js';
+import { docker, hostAddressOnNetwork, LABEL_CLUSTER } from '../../cli/docker.js';
 import { detachImageCache, removeImageCache } from '../../cli/image-cache.js';
 import { DEFAULT_KUBERNETES_VERSION } from '../../images/recipe.js';
 
@@ -213,11 +213,8 @@ export function spreadDeployment(
  * The host's address on Docker's default bridge: datastore servers started by tests listen there,
  * where node containers on any cluster network reach them.
  */
-export async function hostAddressOnBridge(): Promise<string> {
-  const bridge = await docker().getNetwork('bridge').inspect();
-  const gateway = bridge.IPAM?.Config?.[0]?.Gateway;
-  if (!gateway) throw new Error("Docker's default bridge network has no gateway address");
-  return gateway;
+export function hostAddressOnDefaultBridge(): Promise<string> {
+  return hostAddressOnNetwork('bridge');
 }
 
 /** Creates a one-worker cluster on an external datastore and writes one ConfigMap through it. */

@@ -4,6 +4,7 @@ import {
   contains,
   formatCidr,
   hostAddress,
+  hostAddressOnBridge,
   intToIp,
   ipToInt,
   overlaps,
@@ -146,5 +147,34 @@ describe('clusterAddressPlan', () => {
     expect(() => plan.worker(-1)).toThrow('outside');
     expect(() => clusterAddressPlan('172.30.0.0/23')).toThrow('cluster subnet 172.30.0.0/23 must be a /24');
     expect(() => clusterAddressPlan('172.30.0.5/24')).toThrow('not the network address');
+  });
+});
+
+describe('hostAddressOnBridge', () => {
+  it('takes the gateway Docker reports', () => {
+    expect(hostAddressOnBridge({ subnet: '172.17.0.0/16', gateway: '172.17.0.1', bridgeAddresses: [] })).toBe(
+      '172.17.0.1',
+    );
+  });
+
+  it("reads the bridge interface when a fresh engine reports no gateway (docker0's own address)", () => {
+    expect(
+      hostAddressOnBridge({ subnet: '172.17.0.0/16', bridgeAddresses: ['172.17.42.1', '10.0.0.9'] }),
+    ).toBe('172.17.42.1');
+  });
+
+  it('ignores interface addresses outside the subnet, then falls back to its first address', () => {
+    expect(hostAddressOnBridge({ subnet: '172.30.5.0/24', bridgeAddresses: ['10.0.0.9'] })).toBe(
+      '172.30.5.1',
+    );
+    expect(hostAddressOnBridge({ subnet: '172.30.5.0/24', bridgeAddresses: [] })).toBe('172.30.5.1');
+  });
+
+  it('takes a subnet that Docker lists with host bits as its whole block', () => {
+    expect(hostAddressOnBridge({ subnet: '172.17.0.1/16', bridgeAddresses: [] })).toBe('172.17.0.1');
+  });
+
+  it('refuses an IPv6-only subnet', () => {
+    expect(() => hostAddressOnBridge({ subnet: 'fd00::/64', bridgeAddresses: [] })).toThrow(/not IPv4/);
   });
 });
