@@ -365,6 +365,7 @@ export async function createCluster(options: CreateOptions): Promise<CreatedClus
               'VIND_JOIN_FROM_FILE=1',
               `VIND_IMAGE_CACHE=${CACHE_URL}`,
               `VIND_POD_SUBNET=${config.podSubnet}`,
+              `VIND_SERVICE_SUBNET=${config.serviceSubnet}`,
               `VIND_CLUSTER_DNS=${hostAddress(parseCidr(config.serviceSubnet), 10)}`,
               `VIND_NODE_LABELS=${JSON.stringify(worker.spec.labels)}`,
             ],

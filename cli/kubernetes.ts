@@ -165,3 +165,114 @@ export async function apiReady(target: KubeTarget): Promise<boolean> {
     return false;
   }
 }
+
+interface ObjectMeta {
+  metadata: { name: string; namespace?: string; resourceVersion?: string };
+}
+
+interface WatchEvent<T> {
+  type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
+  object: T & { code?: number };
+}
+
+/** Streams one watch request, calling `onEvent` per event line; resolves when the server ends it. */
+function streamWatch<T>(
+  target: KubeTarget,
+  path: string,
+  onEvent: (event: WatchEvent<T>) => void,
+  signal: AbortSignal,
+): Promise<void> {
+  const url = new URL(path, target.server);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        method: 'GET',
+        ca: target.ca,
+        cert: target.cert,
+        key: target.key,
+        signal,
+        headers: {
+          Accept: 'application/json',
+          ...(target.token ? { Authorization: `Bearer ${target.token}` } : {}),
+        },
+      },
+      (res) => {
+        if (res.statusCode !== 200) {
+          res.resume();
+          reject(new KubeError(`watch ${url.pathname}: ${res.statusCode}`, res.statusCode));
+          return;
+        }
+        let pending = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          pending += chunk;
+          let newline: number;
+          while ((newline = pending.indexOf('\n')) >= 0) {
+            const line = pending.slice(0, newline).trim();
+            pending = pending.slice(newline + 1);
+            if (line) onEvent(JSON.parse(line) as WatchEvent<T>);
+          }
+        });
+        res.on('end', resolve);
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/**
+ * Keeps a collection in view: list, then watch from the list's resourceVersion, calling `onChange`
+ * with every current item after each change. A watch the server ends is resumed; an expired one
+ * (410) or a broken connection lists again after a second. Stops when `signal` aborts.
+ */
+export function watchCollection<T extends ObjectMeta>(
+  target: KubeTarget,
+  path: string,
+  onChange: (items: T[]) => void,
+  onError: (error: Error) => void,
+  signal: AbortSignal,
+): void {
+  const key = (o: T) => `${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+  const run = async () => {
+    while (!signal.aborted) {
+      try {
+        const list = await kubeGet<{ items: T[]; metadata: { resourceVersion: string } }>(target, path);
+        const items = new Map(list.items.map((o) => [key(o), o]));
+        onChange([...items.values()]);
+        let version = list.metadata.resourceVersion;
+        for (;;) {
+          let expired = false;
+          const separator = path.includes('?') ? '&' : '?';
+          await streamWatch<T>(
+            target,
+            `${path}${separator}watch=1&allowWatchBookmarks=true&timeoutSeconds=600&resourceVersion=${version}`,
+            (event) => {
+              if (event.type === 'ERROR') {
+                // 410: the version is too old to resume from; anything else: start over as well.
+                expired = true;
+                if (event.object.code !== 410)
+                  onError(new Error(`watch ${path}: ${JSON.stringify(event.object)}`));
+                return;
+              }
+              version = event.object.metadata.resourceVersion ?? version;
+              if (event.type === 'BOOKMARK') return;
+              if (event.type === 'DELETED') items.delete(key(event.object));
+              else items.set(key(event.object), event.object);
+              onChange([...items.values()]);
+            },
+            signal,
+          );
+          if (expired || signal.aborted) break;
+        }
+      } catch (error) {
+        if (signal.aborted) return;
+        onError(error as Error);
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
+  };
+  void run();
+}

@@ -22,6 +22,8 @@ import {
 } from './manifests.js';
 import { signDetachedJws } from './join.js';
 import { caCertHash, ensurePki, type PkiPaths } from './pki.js';
+import { keepPodRoutes } from './pod-routes.js';
+import { installSafetyNet } from './safety-net.js';
 import { setStatus } from './status.js';
 import { waitFor } from './wait.js';
 import type { Supervisor } from './supervisor.js';
@@ -142,6 +144,9 @@ function apiServerArgs(settings: ControlPlaneSettings, pki: PkiPaths, etcd: stri
     '--requestheader-username-headers=X-Remote-User',
     `--proxy-client-cert-file=${pki.frontProxyClientCert}`,
     `--proxy-client-key-file=${pki.frontProxyClientKey}`,
+    // Webhooks, aggregated APIs and conversion webhooks are dialled at a ready endpoint of their
+    // Service, reached over the pod routes; this container needs no Service handling of its own.
+    '--enable-aggregator-routing=true',
     '--profiling=false',
   ];
 }
@@ -179,6 +184,7 @@ export async function runControlPlane(supervisor: Supervisor): Promise<void> {
   };
   if (!settings.nodeIp) throw new Error('VIND_NODE_IP is not set');
   await setStatus('starting', 'control plane starting');
+  await installSafetyNet(settings);
 
   const pki = await ensurePki(PKI_DIR, {
     apiServerDnsNames: [
@@ -294,5 +300,7 @@ export async function runControlPlane(supervisor: Supervisor): Promise<void> {
     expiration: token.expiration,
   };
   await writeFile(JOIN_FILE, JSON.stringify(join), { mode: 0o600 });
+  // The control plane is not a node: it routes to every node's pods.
+  keepPodRoutes(target, undefined, new AbortController().signal);
   await setStatus('ready', `control plane ready at ${server}`);
 }

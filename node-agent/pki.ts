@@ -158,6 +158,30 @@ export async function issueClientCertificate(
   return { cert, key };
 }
 
+/** A new self-signed CA, for servers that bring their own trust (webhooks, aggregated APIs). */
+export async function createCertificateAuthority(commonName: string): Promise<{ cert: string; key: string }> {
+  const key = await generateKeyPem();
+  return { cert: await createCaCertificate(key, commonName), key };
+}
+
+/** A serving certificate for the given DNS names, signed by the given CA (PEM in, PEM out). */
+export async function issueServingCertificate(
+  caCertPem: string,
+  caKeyPem: string,
+  dnsNames: string[],
+  validityDays: number = DEFAULT_VALIDITY_DAYS,
+): Promise<{ cert: string; key: string }> {
+  const ca = await loadCa(caCertPem, caKeyPem);
+  const key = await generateKeyPem();
+  const cert = await issueLeaf(ca, key, validityDays, {
+    commonName: dnsNames[0] ?? 'server',
+    organizations: [],
+    extendedKeyUsage: SERVER_AUTH,
+    dnsNames: unique(dnsNames),
+  });
+  return { cert, key };
+}
+
 interface CaMaterial {
   certPem: string;
   cert: X509Certificate;

@@ -4,14 +4,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { execa } from 'execa';
-import {
-  internalIp,
-  kubeGet,
-  type KubeNode,
-  type KubeTarget,
-  listNodes,
-  targetFromKubeconfig,
-} from '../cli/kubernetes.js';
+import { kubeGet, type KubeNode, type KubeTarget, targetFromKubeconfig } from '../cli/kubernetes.js';
 import { importPreloadedImages, startContainerd } from './containerd.js';
 import { bootstrapKubeconfig, discover, type JoinConfig } from './join.js';
 import { log } from './log.js';
@@ -28,7 +21,9 @@ import {
   RESOLV_CONF,
   type WorkerSettings,
 } from './node-config.js';
+import { keepPodRoutes } from './pod-routes.js';
 import { prepareNode } from './prepare.js';
+import { installSafetyNet } from './safety-net.js';
 import { setStatus } from './status.js';
 import { waitFor } from './wait.js';
 import type { Supervisor } from './supervisor.js';
@@ -84,28 +79,6 @@ async function ownNode(target: KubeTarget, name: string): Promise<KubeNode> {
   return kubeGet<KubeNode>(target, `/api/v1/nodes/${name}`);
 }
 
-/** Keeps a route to every other node's podCIDR through that node's address on the cluster network. */
-async function syncRoutes(target: KubeTarget, self: string, installed: Map<string, string>): Promise<void> {
-  const wanted = new Map<string, string>();
-  for (const node of await listNodes(target)) {
-    const cidr = node.spec.podCIDR;
-    const address = internalIp(node);
-    if (node.metadata.name === self || !cidr || !address) continue;
-    wanted.set(cidr, address);
-  }
-  for (const [cidr, via] of wanted) {
-    if (installed.get(cidr) === via) continue;
-    await execa('ip', ['route', 'replace', cidr, 'via', via]);
-    installed.set(cidr, via);
-    log(`route ${cidr} via ${via}`);
-  }
-  for (const cidr of [...installed.keys()]) {
-    if (wanted.has(cidr)) continue;
-    await execa('ip', ['route', 'del', cidr], { reject: false });
-    installed.delete(cidr);
-  }
-}
-
 /**
  * The join configuration comes in the environment, or, when the CLI starts workers while the control
  * plane is still starting, as a file the CLI writes into the node once the control plane is ready.
@@ -129,6 +102,9 @@ async function joinConfig(): Promise<JoinConfig> {
 
 export async function runWorker(supervisor: Supervisor): Promise<void> {
   const environment = await prepareNode();
+  const podSubnet = process.env.VIND_POD_SUBNET;
+  const serviceSubnet = process.env.VIND_SERVICE_SUBNET;
+  if (podSubnet && serviceSubnet) await installSafetyNet({ podSubnet, serviceSubnet });
   await startContainerd(supervisor, {
     sandboxImage: PAUSE_IMAGE,
     restrictOomScoreAdj: !environment.canLowerOomScore,
@@ -211,12 +187,6 @@ export async function runWorker(supervisor: Supervisor): Promise<void> {
     args: ['--config=/var/lib/vind/kube-proxy.yaml'],
   });
 
-  const routes = new Map<string, string>();
-  await syncRoutes(target, settings.nodeName, routes).catch((error: Error) =>
-    log(`routes: ${error.message}`),
-  );
-  setInterval(() => {
-    syncRoutes(target, settings.nodeName, routes).catch((error: Error) => log(`routes: ${error.message}`));
-  }, 2000);
+  keepPodRoutes(target, settings.nodeName, new AbortController().signal);
   await setStatus('ready', `joined as ${settings.nodeName}`);
 }

@@ -118,6 +118,17 @@ export function kubectlFor(binary: string, kubeconfig: string) {
     execa(binary, ['--kubeconfig', kubeconfig, ...args], { reject: false, input, timeout: 120_000 });
 }
 
+/** Loads a docker-archive into the host's Docker. */
+async function loadIntoDocker(archive: Buffer): Promise<void> {
+  const { Readable } = await import('node:stream');
+  const stream = await docker().loadImage(Readable.from(archive));
+  await new Promise<void>((resolve, reject) =>
+    docker().modem.followProgress(stream as NodeJS.ReadableStream, (error) =>
+      error ? reject(error) : resolve(),
+    ),
+  );
+}
+
 export const TEST_IMAGE = 'vind-test/busybox:1';
 
 /**
@@ -160,13 +171,7 @@ export async function ensureTestImage(): Promise<string> {
     ],
     entrypoint: ['/bin/sh'],
   });
-  const { Readable } = await import('node:stream');
-  const stream = await docker().loadImage(Readable.from(built.tar));
-  await new Promise<void>((resolve, reject) =>
-    docker().modem.followProgress(stream as NodeJS.ReadableStream, (error) =>
-      error ? reject(error) : resolve(),
-    ),
-  );
+  await loadIntoDocker(built.tar);
   return TEST_IMAGE;
 }
 
@@ -231,4 +236,42 @@ export async function createClusterOnDatastore(
   const kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
   const made = await kubectl(['create', 'configmap', configMap, '--from-literal=k=v']);
   expect(made.exitCode, made.stderr).toBe(0);
+}
+
+const WEBHOOK_SERVER_SOURCE = join(PROJECT_ROOT, 'test', 'fixtures', 'webhook-server');
+
+/**
+ * The test webhook and aggregated-API server (test/fixtures/webhook-server, standard library Go),
+ * compiled here and loaded into the host's Docker as a one-file image tagged by its source hash.
+ */
+export async function ensureWebhookServerImage(): Promise<string> {
+  const { createHash } = await import('node:crypto');
+  const { readFile, mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const hash = createHash('sha256');
+  for (const file of ['go.mod', 'main.go']) hash.update(await readFile(join(WEBHOOK_SERVER_SOURCE, file)));
+  const reference = `vind-test/webhook-server:${hash.digest('hex').slice(0, 12)}`;
+  const existing = await docker()
+    .getImage(reference)
+    .inspect()
+    .catch(() => undefined);
+  if (existing) return reference;
+  const scratch = await mkdtemp(join(tmpdir(), 'vind-webhook-'));
+  try {
+    const binary = join(scratch, 'server');
+    await execa('go', ['build', '-trimpath', '-ldflags=-s -w', '-o', binary, '.'], {
+      cwd: WEBHOOK_SERVER_SOURCE,
+      env: { CGO_ENABLED: '0', GOFLAGS: '-mod=mod' },
+    });
+    const { buildDockerArchive } = await import('../../images/docker-archive.js');
+    const built = await buildDockerArchive({
+      reference,
+      files: [{ path: 'server', content: await readFile(binary), mode: 0o755 }],
+      entrypoint: ['/server'],
+    });
+    await loadIntoDocker(built.tar);
+    return reference;
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
 }

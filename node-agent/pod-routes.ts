@@ -1,0 +1,82 @@
+// Routes to the pod network of every node, kept in step with the Node objects by a watch. Workers
+// need them for pod-to-pod traffic across nodes; the control plane needs them so the API server
+// reaches pods: pods/proxy, services/proxy, admission and conversion webhooks and aggregated APIs
+// (with --enable-aggregator-routing the API server dials a Service's endpoints, never its ClusterIP).
+
+import { execa } from 'execa';
+import { internalIp, type KubeNode, type KubeTarget, watchCollection } from '../cli/kubernetes.js';
+import { log } from './log.js';
+
+/** podCIDR -> node address for every node but `self` that has both. */
+export function wantedPodRoutes(nodes: KubeNode[], self?: string): Map<string, string> {
+  const wanted = new Map<string, string>();
+  for (const node of nodes) {
+    const address = internalIp(node);
+    if (node.metadata.name === self || !address) continue;
+    for (const cidr of node.spec.podCIDRs ?? (node.spec.podCIDR ? [node.spec.podCIDR] : [])) {
+      // IPv4 only, as the rest of the pod network.
+      if (cidr.includes('.')) wanted.set(cidr, address);
+    }
+  }
+  return wanted;
+}
+
+/**
+ * Watches the nodes and keeps one route per podCIDR via its node's address. Changes are applied one
+ * pass at a time against the newest view; a pass that fails is tried again two seconds later.
+ */
+export function keepPodRoutes(target: KubeTarget, self: string | undefined, signal: AbortSignal): void {
+  const installed = new Map<string, string>();
+  let desired = new Map<string, string>();
+  let dirty = false;
+  let running = false;
+  let retry: NodeJS.Timeout | undefined;
+
+  const reconcile = async () => {
+    for (const [cidr, via] of desired) {
+      if (installed.get(cidr) === via) continue;
+      await execa('ip', ['route', 'replace', cidr, 'via', via]);
+      installed.set(cidr, via);
+      log(`route ${cidr} via ${via}`);
+    }
+    for (const cidr of [...installed.keys()]) {
+      if (desired.has(cidr)) continue;
+      await execa('ip', ['route', 'del', cidr], { reject: false });
+      installed.delete(cidr);
+      log(`route ${cidr} removed`);
+    }
+  };
+
+  const apply = async () => {
+    if (running) return;
+    running = true;
+    try {
+      while (dirty && !signal.aborted) {
+        dirty = false;
+        await reconcile();
+      }
+    } catch (error) {
+      log(`routes: ${(error as Error).message.split('\n')[0]}`);
+      clearTimeout(retry);
+      retry = setTimeout(() => {
+        dirty = true;
+        void apply();
+      }, 2000);
+    } finally {
+      running = false;
+    }
+  };
+
+  signal.addEventListener('abort', () => clearTimeout(retry));
+  watchCollection<KubeNode>(
+    target,
+    '/api/v1/nodes',
+    (nodes) => {
+      desired = wantedPodRoutes(nodes, self);
+      dirty = true;
+      void apply();
+    },
+    (error) => log(`watching nodes: ${error.message.split('\n')[0]}`),
+    signal,
+  );
+}
