@@ -3,6 +3,7 @@
 
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
+import { DatastoreUrlError, parseDatastoreUrl, type Datastore } from '../shared/datastore.js';
 import { VindError } from './errors.js';
 import { formatCidr, ipToInt, overlaps, parseCidr, type Cidr } from './subnets.js';
 
@@ -26,9 +27,6 @@ export interface WorkerSpec {
   labels: Record<string, string>;
   extraPortMappings: PortMapping[];
 }
-
-export type Datastore =
-  { kind: 'sqlite' } | { kind: 'postgres' | 'mysql' | 'etcd'; url: string; host: string; port: number };
 
 export interface ClusterConfig {
   name: string;
@@ -117,82 +115,14 @@ function parseWorkersFlag(text: string): number {
   return count;
 }
 
-const DATASTORE_FORMS =
-  'use postgres://user:password@host:5432/database, mysql://user:password@tcp(host:3306)/database, etcd://host:2379, or sqlite';
-
-/** Hides passwords, in the user part of the URL and in query parameters, before the URL goes into a message. */
-function redactUrl(url: string): string {
-  let text = url.replace(/([?&](?:password|pass|pwd)=)[^&]*/gi, '$1***');
-  const schemeEnd = text.indexOf('://');
-  const at = text.lastIndexOf('@');
-  if (schemeEnd >= 0 && at > schemeEnd) {
-    const userInfo = text.slice(schemeEnd + 3, at);
-    const colon = userInfo.indexOf(':');
-    if (colon >= 0) text = `${text.slice(0, schemeEnd + 3)}${userInfo.slice(0, colon)}:***${text.slice(at)}`;
+/** The shared parser with its error turned into a ConfigError, so a bad URL is reported like any other field. */
+function readDatastoreUrl(url: string): Datastore {
+  try {
+    return parseDatastoreUrl(url);
+  } catch (error) {
+    if (error instanceof DatastoreUrlError) throw new ConfigError(error.message);
+    throw error;
   }
-  return text;
-}
-
-const DEFAULT_PORTS = { postgres: 5432, mysql: 3306, etcd: 2379 } as const;
-
-function datastoreKind(scheme: string): 'postgres' | 'mysql' | 'etcd' | undefined {
-  switch (scheme) {
-    case 'postgres':
-    case 'postgresql':
-      return 'postgres';
-    case 'mysql':
-      return 'mysql';
-    case 'etcd':
-    case 'http':
-    case 'https':
-      return 'etcd';
-    default:
-      return undefined;
-  }
-}
-
-/** "host", "host:port", "[v6]" or "[v6]:port", as inside kine's MySQL `tcp(...)`. */
-function splitHostPort(text: string): { host: string; port?: string } | undefined {
-  const match = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]*)(?::([0-9]*))?$/.exec(text);
-  if (!match) return undefined;
-  return { host: match[1] ?? '', port: match[2] };
-}
-
-export function parseDatastoreUrl(url: string): Datastore {
-  const text = url.trim();
-  const invalid = (why = '') =>
-    new ConfigError(`invalid datastore URL "${redactUrl(text)}": ${why ? `${why}; ` : ''}${DATASTORE_FORMS}`);
-  if (/^sqlite(:\/\/)?$/i.test(text)) return { kind: 'sqlite' };
-  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(text)?.[1]?.toLowerCase();
-  const kind = scheme === undefined ? undefined : datastoreKind(scheme);
-  if (kind === undefined) throw invalid();
-
-  let host: string;
-  let portText: string | undefined;
-  // kine's MySQL DSN: mysql://user:password@tcp(host:3306)/database, which URL parsing cannot read.
-  const dsn = kind === 'mysql' ? /^mysql:\/\/(?:.*@)?tcp\(([^)]*)\)(?:\/.*)?$/i.exec(text) : null;
-  if (dsn) {
-    const parts = splitHostPort(dsn[1] ?? '');
-    if (!parts) throw invalid(`"${dsn[1]}" is not host:port`);
-    host = parts.host;
-    portText = parts.port;
-  } else {
-    let parsed: URL;
-    try {
-      parsed = new URL(text);
-    } catch {
-      throw invalid();
-    }
-    host = parsed.hostname;
-    portText = parsed.port;
-  }
-  host = host.replace(/^\[(.*)\]$/, '$1');
-  if (!host) throw invalid('the host is missing');
-  if (!/^[A-Za-z0-9._-]+$/.test(host) && !/^[0-9A-Fa-f:.]+$/.test(host))
-    throw invalid(`"${host}" is not a host name`);
-  const port = portText ? Number(portText) : DEFAULT_PORTS[kind];
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalid(`port ${portText} is not 1-65535`);
-  return { kind, url: text, host, port };
 }
 
 function validateLabelKey(key: string): string | undefined {
@@ -375,7 +305,7 @@ const fileSchema = strictObject({
       .max(65535, { error: 'use a whole number 1-65535, or 0 to pick a free port' })
       .nullish(),
   }).nullish(),
-  datastore: strictObject({ url: checked(parseDatastoreUrl).nullish() }).nullish(),
+  datastore: strictObject({ url: checked(readDatastoreUrl).nullish() }).nullish(),
   controlPlane: strictObject({ extraPortMappings: portMappingsSchema }).nullish(),
 });
 
@@ -552,7 +482,7 @@ export function resolveClusterConfig(options: {
     apiServerPort: file.apiServerPort ?? 0,
     datastore:
       flags.datastore !== undefined
-        ? parseDatastoreUrl(flags.datastore)
+        ? readDatastoreUrl(flags.datastore)
         : (file.datastore ?? { kind: 'sqlite' }),
     controlPlane: { extraPortMappings: file.controlPlane?.extraPortMappings ?? [] },
   };
