@@ -1,5 +1,7 @@
 // The configuration of one cluster: an optional YAML file (`--config FILE`) merged with command-line flags.
 // Every problem becomes one ConfigError line that names the field and says what is allowed.
+// The zod schema of the file is the single description of its fields: the types of what a file sets
+// (PortMapping, WorkerSpec, ControlPlaneSpec, ClusterFile) are derived from it, so they cannot drift apart.
 
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
@@ -16,18 +18,7 @@ export const DEFAULT_WORKER_COUNT = 1;
 export const MAX_WORKERS = 20;
 export const MAX_CLUSTER_NAME_LENGTH = 32;
 
-export interface PortMapping {
-  containerPort: number;
-  hostPort: number;
-  listenAddress: string;
-  protocol: 'TCP' | 'UDP';
-}
-
-export interface WorkerSpec {
-  labels: Record<string, string>;
-  extraPortMappings: PortMapping[];
-}
-
+/** The cluster to create: the file's settings after flags and defaults have filled every gap. */
 export interface ClusterConfig {
   name: string;
   kubernetesVersion: string;
@@ -38,7 +29,7 @@ export interface ClusterConfig {
   /** Host port on 127.0.0.1 for the API server; 0 = pick a free one. */
   apiServerPort: number;
   datastore: Datastore;
-  controlPlane: { extraPortMappings: PortMapping[] };
+  controlPlane: ControlPlaneSpec;
 }
 
 export interface CreateFlags {
@@ -48,19 +39,6 @@ export interface CreateFlags {
   kubernetesVersion?: string;
   image?: string;
   datastore?: string;
-}
-
-/** What a config file sets; absent fields fall back to flags or defaults in resolveClusterConfig. */
-export interface ClusterFile {
-  name?: string;
-  kubernetesVersion?: string;
-  image?: string;
-  workers?: number | WorkerSpec[];
-  podSubnet?: string;
-  serviceSubnet?: string;
-  apiServerPort?: number;
-  datastore?: Datastore;
-  controlPlane: { extraPortMappings: PortMapping[] };
 }
 
 export class ConfigError extends VindError {
@@ -213,12 +191,14 @@ const portMappingSchema = strictObject({
     .transform((protocol) => protocol ?? 'TCP'),
 });
 
+export type PortMapping = z.output<typeof portMappingSchema>;
+
 const portMappingsSchema = z
   .array(portMappingSchema, {
     error: (issue) => `expected a list of port mappings, got ${describeInput(issue.input)}`,
   })
   .nullish()
-  .transform((mappings): PortMapping[] => mappings ?? []);
+  .transform((mappings) => mappings ?? []);
 
 const labelsSchema = z
   .record(z.string(), z.unknown(), {
@@ -242,7 +222,9 @@ const labelsSchema = z
 const workerSpecSchema = strictObject({
   labels: labelsSchema,
   extraPortMappings: portMappingsSchema,
-}).nullish();
+});
+
+export type WorkerSpec = z.output<typeof workerSpecSchema>;
 
 const workersSchema = z.union(
   [
@@ -252,9 +234,10 @@ const workersSchema = z.union(
       .min(0, { error: `use a whole number 0-${MAX_WORKERS} or a list of worker settings` })
       .max(MAX_WORKERS, { error: `at most ${MAX_WORKERS} workers are supported` }),
     z
-      .array(workerSpecSchema)
+      .array(workerSpecSchema.nullish())
       .max(MAX_WORKERS, { error: `at most ${MAX_WORKERS} workers are supported` })
-      .transform((specs): WorkerSpec[] => specs.map((spec) => spec ?? { labels: {}, extraPortMappings: [] })),
+      // A bare `-` in the list is a plain worker.
+      .transform((specs) => specs.map((spec) => spec ?? emptyWorker())),
   ],
   {
     error: (issue) =>
@@ -288,6 +271,10 @@ function literal(value: string) {
   });
 }
 
+const controlPlaneSchema = strictObject({ extraPortMappings: portMappingsSchema });
+
+export type ControlPlaneSpec = z.output<typeof controlPlaneSchema>;
+
 const fileSchema = strictObject({
   apiVersion: literal(CONFIG_API_VERSION),
   kind: literal(CONFIG_KIND),
@@ -306,8 +293,22 @@ const fileSchema = strictObject({
       .nullish(),
   }).nullish(),
   datastore: strictObject({ url: checked(readDatastoreUrl).nullish() }).nullish(),
-  controlPlane: strictObject({ extraPortMappings: portMappingsSchema }).nullish(),
-});
+  controlPlane: controlPlaneSchema.nullish(),
+}).transform((file) => ({
+  // Flat, with every field the file leaves out (or sets to null) undefined, for resolveClusterConfig.
+  name: file.name ?? undefined,
+  kubernetesVersion: file.kubernetesVersion ?? undefined,
+  image: file.image ?? undefined,
+  workers: file.workers ?? undefined,
+  podSubnet: file.networking?.podSubnet ?? undefined,
+  serviceSubnet: file.networking?.serviceSubnet ?? undefined,
+  apiServerPort: file.networking?.apiServerPort ?? undefined,
+  datastore: file.datastore?.url ?? undefined,
+  controlPlane: file.controlPlane ?? emptyControlPlane(),
+}));
+
+/** What a config file sets; absent fields fall back to flags or defaults in resolveClusterConfig. */
+export type ClusterFile = z.output<typeof fileSchema>;
 
 function describeInput(value: unknown): string {
   if (value === undefined) return 'nothing';
@@ -375,18 +376,7 @@ export function parseConfigFile(text: string, fileLabel: string): ClusterFile {
         : undefined,
   });
   if (!result.success) throw fail(firstIssueMessage(result.error.issues));
-  const file = result.data;
-  return {
-    name: file.name ?? undefined,
-    kubernetesVersion: file.kubernetesVersion ?? undefined,
-    image: file.image ?? undefined,
-    workers: file.workers ?? undefined,
-    podSubnet: file.networking?.podSubnet ?? undefined,
-    serviceSubnet: file.networking?.serviceSubnet ?? undefined,
-    apiServerPort: file.networking?.apiServerPort ?? undefined,
-    datastore: file.datastore?.url ?? undefined,
-    controlPlane: { extraPortMappings: file.controlPlane?.extraPortMappings ?? [] },
-  };
+  return result.data;
 }
 
 // ---- merging ----
@@ -395,7 +385,11 @@ function emptyWorker(): WorkerSpec {
   return { labels: {}, extraPortMappings: [] };
 }
 
-function resolveWorkers(flag: string | undefined, fromFile: number | WorkerSpec[] | undefined): WorkerSpec[] {
+function emptyControlPlane(): ControlPlaneSpec {
+  return { extraPortMappings: [] };
+}
+
+function resolveWorkers(flag: string | undefined, fromFile: ClusterFile['workers']): WorkerSpec[] {
   const specs = Array.isArray(fromFile) ? fromFile : [];
   const count =
     flag !== undefined
@@ -484,7 +478,7 @@ export function resolveClusterConfig(options: {
       flags.datastore !== undefined
         ? readDatastoreUrl(flags.datastore)
         : (file.datastore ?? { kind: 'sqlite' }),
-    controlPlane: { extraPortMappings: file.controlPlane?.extraPortMappings ?? [] },
+    controlPlane: file.controlPlane ?? emptyControlPlane(),
   };
 
   if (overlaps(parseCidr(config.podSubnet), parseCidr(config.serviceSubnet))) {

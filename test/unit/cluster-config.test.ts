@@ -96,6 +96,30 @@ controlPlane:
     });
   });
 
+  it('leaves out what the file leaves out or sets to null', () => {
+    const empty = {
+      name: undefined,
+      kubernetesVersion: undefined,
+      image: undefined,
+      workers: undefined,
+      podSubnet: undefined,
+      serviceSubnet: undefined,
+      apiServerPort: undefined,
+      datastore: undefined,
+      controlPlane: { extraPortMappings: [] },
+    };
+    expect(parseConfigFile(HEADER, 'dev.yaml')).toStrictEqual(empty);
+    expect(
+      parseConfigFile(
+        `${HEADER}name: null\nworkers: null\nnetworking: null\ndatastore: { url: null }\ncontrolPlane: null\n`,
+        'dev.yaml',
+      ),
+    ).toStrictEqual(empty);
+    expect(parseConfigFile(`${HEADER}controlPlane: {}\n`, 'dev.yaml').controlPlane).toStrictEqual({
+      extraPortMappings: [],
+    });
+  });
+
   it('names unknown fields and what is allowed', () => {
     expect(fileError('networking:\n  podSubnetz: 10.0.0.0/16\n')).toBe(
       'config file dev.yaml: networking.podSubnetz: unknown field (allowed: podSubnet, serviceSubnet, apiServerPort)',
