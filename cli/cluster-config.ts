@@ -1,8 +1,11 @@
 // The configuration of one cluster: an optional YAML file (`--config FILE`) merged with command-line flags.
 // Every problem becomes one ConfigError line that names the field and says what is allowed.
+// The zod schema of the file is the single description of its fields: the types of what a file sets
+// (PortMapping, WorkerSpec, ControlPlaneSpec, ClusterFile) are derived from it, so they cannot drift apart.
 
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
+import { DatastoreUrlError, parseDatastoreUrl, type Datastore } from '../shared/datastore.js';
 import { VindError } from './errors.js';
 import { formatCidr, ipToInt, overlaps, parseCidr, type Cidr } from './subnets.js';
 
@@ -15,21 +18,7 @@ export const DEFAULT_WORKER_COUNT = 1;
 export const MAX_WORKERS = 20;
 export const MAX_CLUSTER_NAME_LENGTH = 32;
 
-export interface PortMapping {
-  containerPort: number;
-  hostPort: number;
-  listenAddress: string;
-  protocol: 'TCP' | 'UDP';
-}
-
-export interface WorkerSpec {
-  labels: Record<string, string>;
-  extraPortMappings: PortMapping[];
-}
-
-export type Datastore =
-  { kind: 'sqlite' } | { kind: 'postgres' | 'mysql' | 'etcd'; url: string; host: string; port: number };
-
+/** The cluster to create: the file's settings after flags and defaults have filled every gap. */
 export interface ClusterConfig {
   name: string;
   kubernetesVersion: string;
@@ -40,7 +29,7 @@ export interface ClusterConfig {
   /** Host port on 127.0.0.1 for the API server; 0 = pick a free one. */
   apiServerPort: number;
   datastore: Datastore;
-  controlPlane: { extraPortMappings: PortMapping[] };
+  controlPlane: ControlPlaneSpec;
 }
 
 export interface CreateFlags {
@@ -50,19 +39,6 @@ export interface CreateFlags {
   kubernetesVersion?: string;
   image?: string;
   datastore?: string;
-}
-
-/** What a config file sets; absent fields fall back to flags or defaults in resolveClusterConfig. */
-export interface ClusterFile {
-  name?: string;
-  kubernetesVersion?: string;
-  image?: string;
-  workers?: number | WorkerSpec[];
-  podSubnet?: string;
-  serviceSubnet?: string;
-  apiServerPort?: number;
-  datastore?: Datastore;
-  controlPlane: { extraPortMappings: PortMapping[] };
 }
 
 export class ConfigError extends VindError {
@@ -117,82 +93,14 @@ function parseWorkersFlag(text: string): number {
   return count;
 }
 
-const DATASTORE_FORMS =
-  'use postgres://user:password@host:5432/database, mysql://user:password@tcp(host:3306)/database, etcd://host:2379, or sqlite';
-
-/** Hides passwords, in the user part of the URL and in query parameters, before the URL goes into a message. */
-function redactUrl(url: string): string {
-  let text = url.replace(/([?&](?:password|pass|pwd)=)[^&]*/gi, '$1***');
-  const schemeEnd = text.indexOf('://');
-  const at = text.lastIndexOf('@');
-  if (schemeEnd >= 0 && at > schemeEnd) {
-    const userInfo = text.slice(schemeEnd + 3, at);
-    const colon = userInfo.indexOf(':');
-    if (colon >= 0) text = `${text.slice(0, schemeEnd + 3)}${userInfo.slice(0, colon)}:***${text.slice(at)}`;
+/** The shared parser with its error turned into a ConfigError, so a bad URL is reported like any other field. */
+function readDatastoreUrl(url: string): Datastore {
+  try {
+    return parseDatastoreUrl(url);
+  } catch (error) {
+    if (error instanceof DatastoreUrlError) throw new ConfigError(error.message);
+    throw error;
   }
-  return text;
-}
-
-const DEFAULT_PORTS = { postgres: 5432, mysql: 3306, etcd: 2379 } as const;
-
-function datastoreKind(scheme: string): 'postgres' | 'mysql' | 'etcd' | undefined {
-  switch (scheme) {
-    case 'postgres':
-    case 'postgresql':
-      return 'postgres';
-    case 'mysql':
-      return 'mysql';
-    case 'etcd':
-    case 'http':
-    case 'https':
-      return 'etcd';
-    default:
-      return undefined;
-  }
-}
-
-/** "host", "host:port", "[v6]" or "[v6]:port", as inside kine's MySQL `tcp(...)`. */
-function splitHostPort(text: string): { host: string; port?: string } | undefined {
-  const match = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]*)(?::([0-9]*))?$/.exec(text);
-  if (!match) return undefined;
-  return { host: match[1] ?? '', port: match[2] };
-}
-
-export function parseDatastoreUrl(url: string): Datastore {
-  const text = url.trim();
-  const invalid = (why = '') =>
-    new ConfigError(`invalid datastore URL "${redactUrl(text)}": ${why ? `${why}; ` : ''}${DATASTORE_FORMS}`);
-  if (/^sqlite(:\/\/)?$/i.test(text)) return { kind: 'sqlite' };
-  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(text)?.[1]?.toLowerCase();
-  const kind = scheme === undefined ? undefined : datastoreKind(scheme);
-  if (kind === undefined) throw invalid();
-
-  let host: string;
-  let portText: string | undefined;
-  // kine's MySQL DSN: mysql://user:password@tcp(host:3306)/database, which URL parsing cannot read.
-  const dsn = kind === 'mysql' ? /^mysql:\/\/(?:.*@)?tcp\(([^)]*)\)(?:\/.*)?$/i.exec(text) : null;
-  if (dsn) {
-    const parts = splitHostPort(dsn[1] ?? '');
-    if (!parts) throw invalid(`"${dsn[1]}" is not host:port`);
-    host = parts.host;
-    portText = parts.port;
-  } else {
-    let parsed: URL;
-    try {
-      parsed = new URL(text);
-    } catch {
-      throw invalid();
-    }
-    host = parsed.hostname;
-    portText = parsed.port;
-  }
-  host = host.replace(/^\[(.*)\]$/, '$1');
-  if (!host) throw invalid('the host is missing');
-  if (!/^[A-Za-z0-9._-]+$/.test(host) && !/^[0-9A-Fa-f:.]+$/.test(host))
-    throw invalid(`"${host}" is not a host name`);
-  const port = portText ? Number(portText) : DEFAULT_PORTS[kind];
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalid(`port ${portText} is not 1-65535`);
-  return { kind, url: text, host, port };
 }
 
 function validateLabelKey(key: string): string | undefined {
@@ -283,12 +191,14 @@ const portMappingSchema = strictObject({
     .transform((protocol) => protocol ?? 'TCP'),
 });
 
+export type PortMapping = z.output<typeof portMappingSchema>;
+
 const portMappingsSchema = z
   .array(portMappingSchema, {
     error: (issue) => `expected a list of port mappings, got ${describeInput(issue.input)}`,
   })
   .nullish()
-  .transform((mappings): PortMapping[] => mappings ?? []);
+  .transform((mappings) => mappings ?? []);
 
 const labelsSchema = z
   .record(z.string(), z.unknown(), {
@@ -312,7 +222,9 @@ const labelsSchema = z
 const workerSpecSchema = strictObject({
   labels: labelsSchema,
   extraPortMappings: portMappingsSchema,
-}).nullish();
+});
+
+export type WorkerSpec = z.output<typeof workerSpecSchema>;
 
 const workersSchema = z.union(
   [
@@ -322,9 +234,10 @@ const workersSchema = z.union(
       .min(0, { error: `use a whole number 0-${MAX_WORKERS} or a list of worker settings` })
       .max(MAX_WORKERS, { error: `at most ${MAX_WORKERS} workers are supported` }),
     z
-      .array(workerSpecSchema)
+      .array(workerSpecSchema.nullish())
       .max(MAX_WORKERS, { error: `at most ${MAX_WORKERS} workers are supported` })
-      .transform((specs): WorkerSpec[] => specs.map((spec) => spec ?? { labels: {}, extraPortMappings: [] })),
+      // A bare `-` in the list is a plain worker.
+      .transform((specs) => specs.map((spec) => spec ?? emptyWorker())),
   ],
   {
     error: (issue) =>
@@ -358,6 +271,10 @@ function literal(value: string) {
   });
 }
 
+const controlPlaneSchema = strictObject({ extraPortMappings: portMappingsSchema });
+
+export type ControlPlaneSpec = z.output<typeof controlPlaneSchema>;
+
 const fileSchema = strictObject({
   apiVersion: literal(CONFIG_API_VERSION),
   kind: literal(CONFIG_KIND),
@@ -375,9 +292,23 @@ const fileSchema = strictObject({
       .max(65535, { error: 'use a whole number 1-65535, or 0 to pick a free port' })
       .nullish(),
   }).nullish(),
-  datastore: strictObject({ url: checked(parseDatastoreUrl).nullish() }).nullish(),
-  controlPlane: strictObject({ extraPortMappings: portMappingsSchema }).nullish(),
-});
+  datastore: strictObject({ url: checked(readDatastoreUrl).nullish() }).nullish(),
+  controlPlane: controlPlaneSchema.nullish(),
+}).transform((file) => ({
+  // Flat, with every field the file leaves out (or sets to null) undefined, for resolveClusterConfig.
+  name: file.name ?? undefined,
+  kubernetesVersion: file.kubernetesVersion ?? undefined,
+  image: file.image ?? undefined,
+  workers: file.workers ?? undefined,
+  podSubnet: file.networking?.podSubnet ?? undefined,
+  serviceSubnet: file.networking?.serviceSubnet ?? undefined,
+  apiServerPort: file.networking?.apiServerPort ?? undefined,
+  datastore: file.datastore?.url ?? undefined,
+  controlPlane: file.controlPlane ?? emptyControlPlane(),
+}));
+
+/** What a config file sets; absent fields fall back to flags or defaults in resolveClusterConfig. */
+export type ClusterFile = z.output<typeof fileSchema>;
 
 function describeInput(value: unknown): string {
   if (value === undefined) return 'nothing';
@@ -445,18 +376,7 @@ export function parseConfigFile(text: string, fileLabel: string): ClusterFile {
         : undefined,
   });
   if (!result.success) throw fail(firstIssueMessage(result.error.issues));
-  const file = result.data;
-  return {
-    name: file.name ?? undefined,
-    kubernetesVersion: file.kubernetesVersion ?? undefined,
-    image: file.image ?? undefined,
-    workers: file.workers ?? undefined,
-    podSubnet: file.networking?.podSubnet ?? undefined,
-    serviceSubnet: file.networking?.serviceSubnet ?? undefined,
-    apiServerPort: file.networking?.apiServerPort ?? undefined,
-    datastore: file.datastore?.url ?? undefined,
-    controlPlane: { extraPortMappings: file.controlPlane?.extraPortMappings ?? [] },
-  };
+  return result.data;
 }
 
 // ---- merging ----
@@ -465,7 +385,11 @@ function emptyWorker(): WorkerSpec {
   return { labels: {}, extraPortMappings: [] };
 }
 
-function resolveWorkers(flag: string | undefined, fromFile: number | WorkerSpec[] | undefined): WorkerSpec[] {
+function emptyControlPlane(): ControlPlaneSpec {
+  return { extraPortMappings: [] };
+}
+
+function resolveWorkers(flag: string | undefined, fromFile: ClusterFile['workers']): WorkerSpec[] {
   const specs = Array.isArray(fromFile) ? fromFile : [];
   const count =
     flag !== undefined
@@ -552,9 +476,9 @@ export function resolveClusterConfig(options: {
     apiServerPort: file.apiServerPort ?? 0,
     datastore:
       flags.datastore !== undefined
-        ? parseDatastoreUrl(flags.datastore)
+        ? readDatastoreUrl(flags.datastore)
         : (file.datastore ?? { kind: 'sqlite' }),
-    controlPlane: { extraPortMappings: file.controlPlane?.extraPortMappings ?? [] },
+    controlPlane: file.controlPlane ?? emptyControlPlane(),
   };
 
   if (overlaps(parseCidr(config.podSubnet), parseCidr(config.serviceSubnet))) {

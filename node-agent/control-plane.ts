@@ -9,7 +9,7 @@ import { connect } from 'node:net';
 import { hostname } from 'node:os';
 import { execa } from 'execa';
 import { apiReady } from '../cli/kubernetes.js';
-import { parseDatastoreUrl } from '../cli/cluster-config.js';
+import { parseDatastoreUrl } from '../shared/datastore.js';
 import { renderKubeconfig } from '../cli/kubeconfig.js';
 import { hostAddress, parseCidr } from '../cli/subnets.js';
 import {

@@ -4,7 +4,6 @@ import {
   DEFAULT_POD_SUBNET,
   DEFAULT_SERVICE_SUBNET,
   parseConfigFile,
-  parseDatastoreUrl,
   resolveClusterConfig,
   validateClusterName,
   type CreateFlags,
@@ -52,72 +51,6 @@ describe('validateClusterName', () => {
   });
 });
 
-describe('parseDatastoreUrl', () => {
-  it('reads every supported form, with default ports', () => {
-    expect(parseDatastoreUrl('sqlite')).toEqual({ kind: 'sqlite' });
-    expect(parseDatastoreUrl('sqlite://')).toEqual({ kind: 'sqlite' });
-    expect(parseDatastoreUrl('postgres://u:p@db.example:6543/k8s')).toEqual({
-      kind: 'postgres',
-      url: 'postgres://u:p@db.example:6543/k8s',
-      host: 'db.example',
-      port: 6543,
-    });
-    expect(parseDatastoreUrl('postgresql://db/k8s')).toMatchObject({
-      kind: 'postgres',
-      host: 'db',
-      port: 5432,
-    });
-    expect(parseDatastoreUrl('etcd://10.0.0.5')).toMatchObject({
-      kind: 'etcd',
-      host: '10.0.0.5',
-      port: 2379,
-    });
-    expect(parseDatastoreUrl('https://etcd.local:2380')).toMatchObject({
-      kind: 'etcd',
-      host: 'etcd.local',
-      port: 2380,
-    });
-    expect(parseDatastoreUrl('http://[fd00::1]')).toMatchObject({
-      kind: 'etcd',
-      host: 'fd00::1',
-      port: 2379,
-    });
-  });
-
-  it("reads MySQL in kine's tcp(...) form and as a plain URL", () => {
-    expect(parseDatastoreUrl('mysql://root:pw@tcp(mysql.local:3307)/kine')).toEqual({
-      kind: 'mysql',
-      url: 'mysql://root:pw@tcp(mysql.local:3307)/kine',
-      host: 'mysql.local',
-      port: 3307,
-    });
-    expect(parseDatastoreUrl('mysql://root:pw@tcp(mysql.local)/kine')).toMatchObject({ port: 3306 });
-    expect(parseDatastoreUrl('mysql://root:pw@mysql.local/kine')).toMatchObject({
-      host: 'mysql.local',
-      port: 3306,
-    });
-  });
-
-  it('rejects other schemes and hosts, without showing the password', () => {
-    expect(() => parseDatastoreUrl('redis://admin:hunter2@cache:6379')).toThrow(
-      new ConfigError(`invalid datastore URL "redis://admin:***@cache:6379": ${DATASTORE_FORMS}`),
-    );
-    expect(() => parseDatastoreUrl('postgres:///db')).toThrow(
-      new ConfigError(`invalid datastore URL "postgres:///db": the host is missing; ${DATASTORE_FORMS}`),
-    );
-    for (const bad of [
-      'db.example',
-      'postgres://admin:hunter2@/db',
-      'mysql://u:hunter2@tcp()/db',
-      'mysql://u:hunter2@unix(/run/mysqld.sock)/kine',
-      'postgres://u:hunter2@db:0/x',
-    ]) {
-      expect(() => parseDatastoreUrl(bad)).toThrow(/^invalid datastore URL /);
-      expect(() => parseDatastoreUrl(bad)).not.toThrow(/hunter2/);
-    }
-  });
-});
-
 describe('parseConfigFile', () => {
   it('reads a complete file', () => {
     const file = parseConfigFile(
@@ -160,6 +93,30 @@ controlPlane:
       controlPlane: {
         extraPortMappings: [{ containerPort: 53, hostPort: 5353, listenAddress: '0.0.0.0', protocol: 'UDP' }],
       },
+    });
+  });
+
+  it('leaves out what the file leaves out or sets to null', () => {
+    const empty = {
+      name: undefined,
+      kubernetesVersion: undefined,
+      image: undefined,
+      workers: undefined,
+      podSubnet: undefined,
+      serviceSubnet: undefined,
+      apiServerPort: undefined,
+      datastore: undefined,
+      controlPlane: { extraPortMappings: [] },
+    };
+    expect(parseConfigFile(HEADER, 'dev.yaml')).toStrictEqual(empty);
+    expect(
+      parseConfigFile(
+        `${HEADER}name: null\nworkers: null\nnetworking: null\ndatastore: { url: null }\ncontrolPlane: null\n`,
+        'dev.yaml',
+      ),
+    ).toStrictEqual(empty);
+    expect(parseConfigFile(`${HEADER}controlPlane: {}\n`, 'dev.yaml').controlPlane).toStrictEqual({
+      extraPortMappings: [],
     });
   });
 
@@ -346,6 +303,12 @@ describe('resolveClusterConfig', () => {
     expect(() => resolve({ kubernetesVersion: 'latest' })).toThrow(/^invalid Kubernetes version "latest"/);
     expect(() => resolve({ image: '' })).toThrow('invalid image "": use a Docker image reference');
     expect(() => resolve({ datastore: 'mongodb://h' })).toThrow(/^invalid datastore URL "mongodb:\/\/h"/);
+    expect(() => resolve({ datastore: 'postgres://u:hunter2@db:0/x' })).toThrow(
+      new ConfigError(
+        `invalid datastore URL "postgres://u:***@db:0/x": port 0 is not 1-65535; ${DATASTORE_FORMS}`,
+      ),
+    );
+    expect(() => resolve({ datastore: 'postgres://u:hunter2@db:0/x' })).toThrow(ConfigError);
   });
 
   it('rejects pod and service subnets that overlap, also with a default', () => {
