@@ -6,8 +6,8 @@
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { DatastoreUrlError, parseDatastoreUrl, type Datastore } from '../shared/datastore.js';
-import { VindError } from './errors.js';
-import { formatCidr, ipToInt, overlaps, parseCidr, type Cidr } from './subnets.js';
+import { VindError } from '../shared/errors.js';
+import { formatCidr, ipToInt, overlaps, parseCidr, type Cidr } from '../shared/subnets.js';
 
 export const CONFIG_API_VERSION = 'vind.dev/v1alpha1';
 export const CONFIG_KIND = 'Cluster';

@@ -31,14 +31,9 @@ import {
   saveImages,
   usedSubnets,
 } from './docker.js';
-import { InterruptedError, VindError } from './errors.js';
-import {
-  type ClusterCredentials,
-  kubeconfigPath,
-  mergeIntoKubeconfigFile,
-  removeFromKubeconfigFile,
-  renderKubeconfig,
-} from './kubeconfig.js';
+import { InterruptedError, VindError } from '../shared/errors.js';
+import { kubeconfigPath, mergeIntoKubeconfigFile, removeFromKubeconfigFile } from './kubeconfig.js';
+import { type ClusterCredentials, renderKubeconfig } from '../shared/kubeconfig.js';
 import {
   apiReady,
   deploymentAvailable,
@@ -46,11 +41,11 @@ import {
   type KubeTarget,
   listNodes,
   targetFromKubeconfig,
-} from './kubernetes.js';
+} from '../shared/kubernetes.js';
 import { CACHE_URL, detachImageCache, ensureImageCache, removeImageCache } from './image-cache.js';
 import { detectSecurityMode, nodeContainerSpec, type NodeRole } from './node-container.js';
 import type { Reporter } from './progress.js';
-import { clusterAddressPlan, hostAddress, parseCidr, pickClusterSubnet } from './subnets.js';
+import { clusterAddressPlan, hostAddress, parseCidr, pickClusterSubnet } from '../shared/subnets.js';
 
 export const LABEL_API_PORT = 'dev.vind.api-port';
 export const API_PORT_IN_CONTAINER = 6443;

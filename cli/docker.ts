@@ -8,9 +8,9 @@ import { dirname, join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
-import { VindError } from './errors.js';
+import { VindError } from '../shared/errors.js';
 import { cacheDir } from './paths.js';
-import { hostAddressOnBridge } from './subnets.js';
+import { hostAddressOnBridge } from '../shared/subnets.js';
 
 export const LABEL_CLUSTER = 'dev.vind.cluster';
 export const LABEL_ROLE = 'dev.vind.role';

@@ -14,7 +14,7 @@ import {
   removeContainer,
   removeVolume,
 } from './docker.js';
-import { VindError } from './errors.js';
+import { VindError } from '../shared/errors.js';
 import { VIND_VERSION } from './version.js';
 
 export const CACHE_CONTAINER = 'vind-image-cache';

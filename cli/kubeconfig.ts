@@ -5,56 +5,22 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, readFile, realpath, rename, unlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
-import { Document, isMap, isScalar, isSeq, parseDocument, YAMLSeq } from 'yaml';
-import { VindError } from './errors.js';
-
-export interface ClusterCredentials {
-  /** `vind-<name>`; the cluster, user and context entries all carry it. */
-  contextName: string;
-  server: string;
-  /** Base64-encoded PEM, as kubeconfig's *-data fields expect. */
-  caData: string;
-  clientCertData: string;
-  clientKeyData: string;
-}
-
-const SECTIONS = ['clusters', 'users', 'contexts'] as const;
-type Section = (typeof SECTIONS)[number];
-
-// kubectl writes sequences flush with their key and never folds long lines; stay close to that.
-const TO_STRING = { indentSeq: false, lineWidth: 0 } as const;
+import { type Document, isMap, isScalar, isSeq, parseDocument, YAMLSeq } from 'yaml';
+import { VindError } from '../shared/errors.js';
+import {
+  type ClusterCredentials,
+  KUBECONFIG_SECTIONS,
+  kubeconfigEntries,
+  type KubeconfigSection,
+  renderKubeconfig,
+  KUBECONFIG_YAML_OPTIONS,
+} from '../shared/kubeconfig.js';
 
 /** First entry of $KUBECONFIG, else ~/.kube/config: the file kubectl writes to as well. */
 export function kubeconfigPath(env: NodeJS.ProcessEnv = process.env): string {
   const first = (env.KUBECONFIG ?? '').split(delimiter).find((entry) => entry !== '');
   if (first) return first;
   return join(env.HOME || homedir(), '.kube', 'config');
-}
-
-function entries(creds: ClusterCredentials): Record<Section, Record<string, unknown>> {
-  const name = creds.contextName;
-  return {
-    clusters: { name, cluster: { server: creds.server, 'certificate-authority-data': creds.caData } },
-    users: {
-      name,
-      user: { 'client-certificate-data': creds.clientCertData, 'client-key-data': creds.clientKeyData },
-    },
-    contexts: { name, context: { cluster: name, user: name } },
-  };
-}
-
-export function renderKubeconfig(creds: ClusterCredentials): string {
-  const entry = entries(creds);
-  const doc = new Document({
-    apiVersion: 'v1',
-    kind: 'Config',
-    preferences: {},
-    clusters: [entry.clusters],
-    users: [entry.users],
-    contexts: [entry.contexts],
-    'current-context': creds.contextName,
-  });
-  return doc.toString(TO_STRING);
 }
 
 function parseKubeconfig(text: string): Document {
@@ -72,7 +38,7 @@ function parseKubeconfig(text: string): Document {
 }
 
 /** The section's sequence, created when absent or null so entries can be appended. */
-function section(doc: Document, key: Section, create: boolean): YAMLSeq | undefined {
+function section(doc: Document, key: KubeconfigSection, create: boolean): YAMLSeq | undefined {
   const node = doc.get(key, true);
   if (isSeq(node)) return node;
   if (node !== undefined && !(isScalar(node) && node.value === null)) {
@@ -93,8 +59,8 @@ export function mergeKubeconfigText(existing: string | undefined, creds: Cluster
   if (!doc || doc.contents === null) return renderKubeconfig(creds);
   if (!doc.has('apiVersion')) doc.set('apiVersion', 'v1');
   if (!doc.has('kind')) doc.set('kind', 'Config');
-  const entry = entries(creds);
-  for (const key of SECTIONS) {
+  const entry = kubeconfigEntries(creds);
+  for (const key of KUBECONFIG_SECTIONS) {
     const seq = section(doc, key, true) as YAMLSeq;
     // An empty flow list (`clusters: []`) would otherwise stay in flow style with the new entry inside.
     if (seq.items.length === 0) seq.flow = false;
@@ -109,14 +75,14 @@ export function mergeKubeconfigText(existing: string | undefined, creds: Cluster
     }
   }
   doc.set('current-context', creds.contextName);
-  return doc.toString(TO_STRING);
+  return doc.toString(KUBECONFIG_YAML_OPTIONS);
 }
 
 function removeEntries(existing: string, contextName: string): { text: string; removed: boolean } {
   const doc = parseKubeconfig(existing);
   if (doc.contents === null) return { text: existing, removed: false };
   let removed = false;
-  for (const key of SECTIONS) {
+  for (const key of KUBECONFIG_SECTIONS) {
     const seq = section(doc, key, false);
     if (!seq) continue;
     const kept = seq.items.filter((item) => entryName(item) !== contextName);
@@ -129,7 +95,7 @@ function removeEntries(existing: string, contextName: string): { text: string; r
     doc.set('current-context', '');
     removed = true;
   }
-  return { text: removed ? doc.toString(TO_STRING) : existing, removed };
+  return { text: removed ? doc.toString(KUBECONFIG_YAML_OPTIONS) : existing, removed };
 }
 
 export function removeFromKubeconfigText(existing: string, contextName: string): string {

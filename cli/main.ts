@@ -4,7 +4,7 @@
 import { Command } from 'commander';
 import { registerCacheCommands, registerClusterCommands } from './commands/cluster.js';
 import { registerImageCommands } from './commands/image.js';
-import { describeError, VindError } from './errors.js';
+import { describeError, VindError } from '../shared/errors.js';
 import { StepError } from './progress.js';
 import { VIND_VERSION } from './version.js';
 

@@ -20,7 +20,7 @@ import {
   packDirectory,
   removeImage,
 } from '../cli/docker.js';
-import { VindError } from '../cli/errors.js';
+import { VindError } from '../shared/errors.js';
 import { cacheDir, logDir } from '../cli/paths.js';
 import type { Reporter } from '../cli/progress.js';
 import { VIND_VERSION } from '../cli/version.js';

@@ -4,13 +4,15 @@
 import { readdir, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { PRELOADED_IMAGES_DIR } from '../shared/contract.js';
+import { qualifiedReference } from '../shared/image-reference.js';
+import { poll } from '../shared/poll.js';
 import { log } from './log.js';
 import type { Supervisor } from './supervisor.js';
 
 export const CONTAINERD_SOCKET = '/run/containerd/containerd.sock';
 export const CONTAINERD_CONFIG = '/etc/containerd/config.toml';
 export const REGISTRY_HOSTS_DIR = '/etc/containerd/certs.d';
-export const PRELOADED_IMAGES_DIR = '/opt/vind/images';
 const K8S_NAMESPACE = 'k8s.io';
 
 export interface ContainerdOptions {
@@ -70,14 +72,15 @@ export async function ctr(args: string[]) {
 }
 
 async function waitForContainerd(timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const result = await ctr(['version']);
-    if (result.exitCode === 0) return;
-    if (Date.now() > deadline)
-      throw new Error(`containerd did not answer within ${timeoutMs}ms: ${result.stderr}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  await poll(
+    'containerd to answer',
+    async () => {
+      const result = await ctr(['version']);
+      if (result.exitCode !== 0) throw new Error(result.stderr.trim());
+      return true;
+    },
+    { timeoutMs, intervalMs: 100 },
+  );
 }
 
 /**
@@ -131,18 +134,5 @@ async function archiveReferences(archive: string): Promise<string[]> {
   const result = await execa('tar', ['-xOf', archive, 'manifest.json'], { reject: false });
   if (result.exitCode !== 0) return [];
   const manifest = JSON.parse(result.stdout) as { RepoTags?: string[] }[];
-  return manifest.flatMap((m) => m.RepoTags ?? []).map(normalizeReference);
-}
-
-/** containerd stores fully qualified references: docker.io/library/x:latest for "x". */
-export function normalizeReference(reference: string): string {
-  let ref = reference;
-  const firstSlash = ref.indexOf('/');
-  const first = firstSlash === -1 ? '' : ref.slice(0, firstSlash);
-  if (firstSlash === -1 || (!first.includes('.') && !first.includes(':') && first !== 'localhost')) {
-    ref = `docker.io/${firstSlash === -1 ? `library/${ref}` : ref}`;
-  }
-  const lastSlash = ref.lastIndexOf('/');
-  if (!ref.slice(lastSlash).includes(':') && !ref.includes('@')) ref = `${ref}:latest`;
-  return ref;
+  return manifest.flatMap((m) => m.RepoTags ?? []).map(qualifiedReference);
 }

@@ -4,14 +4,27 @@
 
 import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { hostname } from 'node:os';
 import { execa } from 'execa';
-import { apiReady } from '../cli/kubernetes.js';
+import { writeFileAtomic } from '../shared/atomic-write.js';
+import {
+  ADMIN_KUBECONFIG,
+  API_SERVER_PORT,
+  clusterDnsAddress,
+  type ControlPlaneSettings,
+  COREDNS_IMAGE,
+  decodeNodeEnv,
+  type JoinInfo,
+  JOIN_FILE,
+  kubernetesServiceAddress,
+  parseJoinInfo,
+  STATE_DIR,
+} from '../shared/contract.js';
 import { parseDatastoreUrl } from '../shared/datastore.js';
-import { renderKubeconfig } from '../cli/kubeconfig.js';
-import { hostAddress, parseCidr } from '../cli/subnets.js';
+import { renderKubeconfig } from '../shared/kubeconfig.js';
+import { apiReady } from '../shared/kubernetes.js';
+import { poll } from '../shared/poll.js';
 import {
   type BootstrapToken,
   bootstrapRbac,
@@ -25,43 +38,22 @@ import { caCertHash, ensurePki, type PkiPaths } from './pki.js';
 import { keepPodRoutes } from './pod-routes.js';
 import { installSafetyNet } from './safety-net.js';
 import { setStatus } from './status.js';
-import { waitFor } from './wait.js';
 import type { Supervisor } from './supervisor.js';
 
-export const VIND_DIR = '/var/lib/vind';
-export const PKI_DIR = `${VIND_DIR}/pki`;
-export const ADMIN_KUBECONFIG = `${VIND_DIR}/admin.conf`;
-export const JOIN_FILE = `${VIND_DIR}/join.json`;
-const API_PORT = 6443;
-const LOCAL_SERVER = `https://127.0.0.1:${API_PORT}`;
+const PKI_DIR = `${STATE_DIR}/pki`;
+const LOCAL_SERVER = `https://127.0.0.1:${API_SERVER_PORT}`;
 const TOKEN_LIFETIME_MS = 24 * 3600 * 1000;
-const COREDNS_IMAGE = process.env.VIND_COREDNS_IMAGE ?? 'vind.dev/coredns:v1.15.0';
-
-export interface ControlPlaneSettings {
-  name: string;
-  nodeIp: string;
-  podSubnet: string;
-  serviceSubnet: string;
-  datastore: string;
-}
 
 function tokenPart(length: number): string {
   const alphabet = 'abcdefghijklmnopqrstuvwxyz0123456789';
   return Array.from({ length }, () => alphabet[randomInt(alphabet.length)]).join('');
 }
 
-interface JoinFile {
-  server: string;
-  token: string;
-  caCertHash: string;
-  expiration: string;
-}
-
 /** Reuses the join token while it has more than an hour left, else makes a new one. */
 async function joinToken(): Promise<BootstrapToken> {
   if (existsSync(JOIN_FILE)) {
-    const saved = JSON.parse(await readFile(JOIN_FILE, 'utf8')) as JoinFile;
-    if (Date.parse(saved.expiration) - Date.now() > 3600 * 1000) {
+    const saved = parseJoinInfo(await readFile(JOIN_FILE, 'utf8'));
+    if (saved.expiration && Date.parse(saved.expiration) - Date.now() > 3600 * 1000) {
       const [id, secret] = saved.token.split('.');
       return { id: id!, secret: secret!, expiration: saved.expiration };
     }
@@ -107,8 +99,8 @@ async function startDatastore(supervisor: Supervisor, url: string): Promise<stri
   const datastore = parseDatastoreUrl(url);
   const args = ['--listen-address=127.0.0.1:2379', '--metrics-bind-address=127.0.0.1:2380'];
   if (datastore.kind === 'sqlite') {
-    await mkdir(`${VIND_DIR}/kine`, { recursive: true });
-    args.push(`--endpoint=sqlite://${VIND_DIR}/kine/state.db?_journal=WAL&cache=shared&_busy_timeout=30000`);
+    await mkdir(`${STATE_DIR}/kine`, { recursive: true });
+    args.push(`--endpoint=sqlite://${STATE_DIR}/kine/state.db?_journal=WAL&cache=shared&_busy_timeout=30000`);
   } else {
     await checkReachable(datastore.host, datastore.port);
     if (datastore.kind === 'etcd') return datastore.url.replace(/^etcd:\/\//, 'http://');
@@ -121,7 +113,7 @@ async function startDatastore(supervisor: Supervisor, url: string): Promise<stri
 function apiServerArgs(settings: ControlPlaneSettings, pki: PkiPaths, etcd: string): string[] {
   return [
     `--advertise-address=${settings.nodeIp}`,
-    `--secure-port=${API_PORT}`,
+    `--secure-port=${API_SERVER_PORT}`,
     `--etcd-servers=${etcd}`,
     `--service-cluster-ip-range=${settings.serviceSubnet}`,
     `--client-ca-file=${pki.caCert}`,
@@ -152,72 +144,66 @@ function apiServerArgs(settings: ControlPlaneSettings, pki: PkiPaths, etcd: stri
 }
 
 async function applyManifests(manifest: unknown): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const result = await execa(
-      'kubectl',
-      [
-        '--kubeconfig',
-        `${VIND_DIR}/admin-local.conf`,
-        'apply',
-        '--server-side',
-        '--force-conflicts',
-        '-f',
-        '-',
-      ],
-      { input: JSON.stringify(manifest), reject: false },
-    );
-    if (result.exitCode === 0) return;
-    // Right after start the API may still lack the system namespaces; that passes in a moment.
-    if (Date.now() > deadline) throw new Error(`applying bootstrap objects: ${result.stderr.trim()}`);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+  await poll(
+    'the bootstrap objects to be applied',
+    async () => {
+      const result = await execa(
+        'kubectl',
+        [
+          '--kubeconfig',
+          `${STATE_DIR}/admin-local.conf`,
+          'apply',
+          '--server-side',
+          '--force-conflicts',
+          '-f',
+          '-',
+        ],
+        { input: JSON.stringify(manifest), reject: false },
+      );
+      // Right after start the API may still lack the system namespaces; that passes in a moment.
+      if (result.exitCode !== 0) throw new Error(result.stderr.trim());
+      return true;
+    },
+    { timeoutMs: 60_000, intervalMs: 500 },
+  );
+}
+
+/** Credentials files of the control plane: admin (local and on the network) and the two controllers. */
+async function writeKubeconfigs(pki: PkiPaths, server: string): Promise<void> {
+  const files: [string, string, string, string][] = [
+    [`${STATE_DIR}/admin-local.conf`, pki.adminCert, pki.adminKey, LOCAL_SERVER],
+    [ADMIN_KUBECONFIG, pki.adminCert, pki.adminKey, server],
+    [
+      `${STATE_DIR}/controller-manager.conf`,
+      pki.controllerManagerCert,
+      pki.controllerManagerKey,
+      LOCAL_SERVER,
+    ],
+    [`${STATE_DIR}/scheduler.conf`, pki.schedulerCert, pki.schedulerKey, LOCAL_SERVER],
+  ];
+  for (const [path, cert, key, url] of files) {
+    await writeFileAtomic(path, await kubeconfigFor(pki, cert, key, url), { mode: 0o600 });
   }
 }
 
 export async function runControlPlane(supervisor: Supervisor): Promise<void> {
-  const settings: ControlPlaneSettings = {
-    name: process.env.VIND_NODE_NAME ?? hostname(),
-    nodeIp: process.env.VIND_NODE_IP ?? '',
-    podSubnet: process.env.VIND_POD_SUBNET ?? '10.244.0.0/16',
-    serviceSubnet: process.env.VIND_SERVICE_SUBNET ?? '10.96.0.0/16',
-    datastore: process.env.VIND_DATASTORE ?? 'sqlite',
-  };
-  if (!settings.nodeIp) throw new Error('VIND_NODE_IP is not set');
+  const settings = decodeNodeEnv('control-plane', process.env) as ControlPlaneSettings;
   await setStatus('starting', 'control plane starting');
   await installSafetyNet(settings);
 
   const pki = await ensurePki(PKI_DIR, {
     apiServerDnsNames: [
       'localhost',
-      settings.name,
+      settings.nodeName,
       'kubernetes',
       'kubernetes.default',
       'kubernetes.default.svc',
       'kubernetes.default.svc.cluster.local',
     ],
-    apiServerIps: ['127.0.0.1', settings.nodeIp, hostAddress(parseCidr(settings.serviceSubnet), 1)],
+    apiServerIps: ['127.0.0.1', settings.nodeIp, kubernetesServiceAddress(settings.serviceSubnet)],
   });
-  const server = `https://${settings.nodeIp}:${API_PORT}`;
-  await writeFile(
-    `${VIND_DIR}/admin-local.conf`,
-    await kubeconfigFor(pki, pki.adminCert, pki.adminKey, LOCAL_SERVER),
-    {
-      mode: 0o600,
-    },
-  );
-  await writeFile(ADMIN_KUBECONFIG, await kubeconfigFor(pki, pki.adminCert, pki.adminKey, server), {
-    mode: 0o600,
-  });
-  await writeFile(
-    `${VIND_DIR}/controller-manager.conf`,
-    await kubeconfigFor(pki, pki.controllerManagerCert, pki.controllerManagerKey, LOCAL_SERVER),
-    { mode: 0o600 },
-  );
-  await writeFile(
-    `${VIND_DIR}/scheduler.conf`,
-    await kubeconfigFor(pki, pki.schedulerCert, pki.schedulerKey, LOCAL_SERVER),
-    { mode: 0o600 },
-  );
+  const server = `https://${settings.nodeIp}:${API_SERVER_PORT}`;
+  await writeKubeconfigs(pki, server);
 
   const etcd = await startDatastore(supervisor, settings.datastore);
   supervisor.start({
@@ -225,7 +211,7 @@ export async function runControlPlane(supervisor: Supervisor): Promise<void> {
     command: 'kube-apiserver',
     args: apiServerArgs(settings, pki, etcd),
   });
-  const cm = `${VIND_DIR}/controller-manager.conf`;
+  const cm = `${STATE_DIR}/controller-manager.conf`;
   supervisor.start({
     name: 'kube-controller-manager',
     command: 'kube-controller-manager',
@@ -251,7 +237,7 @@ export async function runControlPlane(supervisor: Supervisor): Promise<void> {
       '--profiling=false',
     ],
   });
-  const sc = `${VIND_DIR}/scheduler.conf`;
+  const sc = `${STATE_DIR}/scheduler.conf`;
   supervisor.start({
     name: 'kube-scheduler',
     command: 'kube-scheduler',
@@ -271,11 +257,9 @@ export async function runControlPlane(supervisor: Supervisor): Promise<void> {
     cert: await readFile(pki.adminCert),
     key: await readFile(pki.adminKey),
   };
-  await waitFor(
-    'kube-apiserver to be ready',
-    async () => ((await apiReady(target)) ? true : undefined),
-    120_000,
-  );
+  await poll('kube-apiserver to be ready', async () => ((await apiReady(target)) ? true : undefined), {
+    timeoutMs: 120_000,
+  });
 
   const token = await joinToken();
   const tokenText = `${token.id}.${token.secret}`;
@@ -290,16 +274,16 @@ export async function runControlPlane(supervisor: Supervisor): Promise<void> {
       clusterInfo(server, caPem, {
         [`jws-kubeconfig-${token.id}`]: signDetachedJws(kubeconfigText, tokenText),
       }),
-      ...coreDns(COREDNS_IMAGE, hostAddress(parseCidr(settings.serviceSubnet), 10)),
+      ...coreDns(COREDNS_IMAGE, clusterDnsAddress(settings.serviceSubnet)),
     ]),
   );
-  const join: JoinFile = {
+  const join: JoinInfo = {
     server,
     token: tokenText,
     caCertHash: caCertHash(caPem),
     expiration: token.expiration,
   };
-  await writeFile(JOIN_FILE, JSON.stringify(join), { mode: 0o600 });
+  await writeFileAtomic(JOIN_FILE, JSON.stringify(join), { mode: 0o600 });
   // The control plane is not a node: it routes to every node's pods.
   keepPodRoutes(target, undefined, new AbortController().signal);
   await setStatus('ready', `control plane ready at ${server}`);

@@ -5,15 +5,14 @@
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { parse } from 'yaml';
-import { kubeGet } from '../cli/kubernetes.js';
+import type { JoinInfo } from '../shared/contract.js';
+import { kubeGet } from '../shared/kubernetes.js';
+import { PermanentError, poll } from '../shared/poll.js';
 import { parseBootstrapToken } from './manifests.js';
 import { caCertHash } from './pki.js';
 
-export interface JoinConfig {
-  server: string;
-  token: string;
-  caCertHash: string;
-}
+/** What a worker needs to join: the contract's join information, expiry aside. */
+export type JoinConfig = Pick<JoinInfo, 'server' | 'token' | 'caCertHash'>;
 
 export interface Discovered {
   server: string;
@@ -80,27 +79,32 @@ export function validateClusterInfo(data: Record<string, string>, join: JoinConf
 
 /** Fetches and checks cluster-info; retries while the signer has not signed it yet. */
 export async function discover(join: JoinConfig, timeoutMs = 120_000): Promise<Discovered> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const configMap = await kubeGet<{ data?: Record<string, string> }>(
-        { server: join.server, insecureSkipVerify: true },
-        '/api/v1/namespaces/kube-public/configmaps/cluster-info',
-      );
-      const discovered = validateClusterInfo(configMap.data ?? {}, join);
-      // Now that the CA is pinned, the same read must succeed over a verified connection.
-      await kubeGet(
-        { server: join.server, ca: discovered.caCertPem },
-        '/api/v1/namespaces/kube-public/configmaps/cluster-info',
-      );
-      return discovered;
-    } catch (error) {
-      const message = (error as Error).message;
-      const permanent = /does not match|not the pinned/.test(message);
-      if (permanent || Date.now() > deadline)
-        throw new Error(`joining ${join.server}: ${message}`, { cause: error });
-      await new Promise((resolve) => setTimeout(resolve, 500));
-    }
+  const path = '/api/v1/namespaces/kube-public/configmaps/cluster-info';
+  try {
+    return await poll(
+      'cluster-info',
+      async () => {
+        const configMap = await kubeGet<{ data?: Record<string, string> }>(
+          { server: join.server, insecureSkipVerify: true },
+          path,
+        );
+        let discovered: Discovered;
+        try {
+          discovered = validateClusterInfo(configMap.data ?? {}, join);
+        } catch (error) {
+          // A wrong signature or CA stays wrong: waiting cannot help, and may hide an attack.
+          const message = (error as Error).message;
+          if (/does not match|not the pinned/.test(message)) throw new PermanentError(message);
+          throw error;
+        }
+        // Now that the CA is pinned, the same read must succeed over a verified connection.
+        await kubeGet({ server: join.server, ca: discovered.caCertPem }, path);
+        return discovered;
+      },
+      { timeoutMs, intervalMs: 500 },
+    );
+  } catch (error) {
+    throw new Error(`joining ${join.server}: ${(error as Error).message}`, { cause: error });
   }
 }
 

@@ -1,14 +1,17 @@
 // Configuration files of a worker: kubelet, kube-proxy and the CNI network. Pure functions.
 
 import { stringify } from 'yaml';
+import { STATE_DIR } from '../shared/contract.js';
 
 export const KUBELET_DIR = '/var/lib/kubelet';
-export const KUBELET_KUBECONFIG = '/var/lib/vind/kubelet.conf';
-export const BOOTSTRAP_KUBECONFIG = '/var/lib/vind/bootstrap-kubelet.conf';
-export const CLUSTER_CA_FILE = '/var/lib/vind/pki/ca.crt';
-export const RESOLV_CONF = '/var/lib/vind/resolv.conf';
+export const KUBELET_KUBECONFIG = `${STATE_DIR}/kubelet.conf`;
+export const BOOTSTRAP_KUBECONFIG = `${STATE_DIR}/bootstrap-kubelet.conf`;
+export const CLUSTER_CA_FILE = `${STATE_DIR}/pki/ca.crt`;
+export const RESOLV_CONF = `${STATE_DIR}/resolv.conf`;
+export const KUBE_PROXY_CONFIG = `${STATE_DIR}/kube-proxy.yaml`;
 
-export interface WorkerSettings {
+/** What the kubelet and kube-proxy configuration of a worker depends on. */
+export interface KubeletSettings {
   nodeName: string;
   nodeIp: string;
   podSubnet: string;
@@ -16,7 +19,7 @@ export interface WorkerSettings {
   cgroupDriver: 'cgroupfs' | 'systemd';
 }
 
-export function kubeletConfig(settings: WorkerSettings): string {
+export function kubeletConfig(settings: KubeletSettings): string {
   return stringify({
     apiVersion: 'kubelet.config.k8s.io/v1beta1',
     kind: 'KubeletConfiguration',
@@ -47,7 +50,7 @@ export function kubeletConfig(settings: WorkerSettings): string {
   });
 }
 
-export function kubeletArgs(settings: WorkerSettings, labels: Record<string, string>): string[] {
+export function kubeletArgs(settings: KubeletSettings, labels: Record<string, string>): string[] {
   const args = [
     `--config=${KUBELET_DIR}/config.yaml`,
     `--bootstrap-kubeconfig=${BOOTSTRAP_KUBECONFIG}`,
@@ -63,7 +66,7 @@ export function kubeletArgs(settings: WorkerSettings, labels: Record<string, str
   return args;
 }
 
-export function kubeProxyConfig(settings: WorkerSettings): string {
+export function kubeProxyConfig(settings: KubeletSettings): string {
   return stringify({
     apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
     kind: 'KubeProxyConfiguration',

@@ -27,10 +27,10 @@ import {
   rawSubjectPublicKeyInfo,
   readIfExists,
   samePublicKey,
-  writeAtomic,
   type CaMaterial,
   type LeafTemplate,
 } from './x509.js';
+import { writeFileAtomic } from '../shared/atomic-write.js';
 
 export type { PkiOptions, PkiPaths } from './pki-profiles.js';
 
@@ -124,7 +124,7 @@ async function ensureCa(certPath: string, keyPath: string, commonName: string): 
     return loadCa(existingPem, keyPem);
   }
   const certPem = await createCaCertificate(keyPem, commonName);
-  await writeAtomic(certPath, certPem, CERT_FILE_MODE);
+  await writeFileAtomic(certPath, certPem, { mode: CERT_FILE_MODE });
   return loadCa(certPem, keyPem);
 }
 
@@ -139,7 +139,9 @@ async function ensureLeaf(
   const certPem = await readIfExists(certPath);
   const existing = certPem === undefined ? undefined : parseCertificate(certPem);
   if (existing && leafStillFits(existing, ca, keyPem, template)) return;
-  await writeAtomic(certPath, await issueLeaf(ca, keyPem, validityDays, template), CERT_FILE_MODE);
+  await writeFileAtomic(certPath, await issueLeaf(ca, keyPem, validityDays, template), {
+    mode: CERT_FILE_MODE,
+  });
 }
 
 /** An existing certificate is kept while it belongs to its key, comes from the current CA and names every host. */
@@ -161,7 +163,7 @@ async function ensureKeyPair(keyPath: string, pubPath: string): Promise<void> {
   const publicKey = publicKeyOf(await ensureKey(keyPath));
   const pubPem = await readIfExists(pubPath);
   if (pubPem !== undefined && samePublicKey(parsePublicKey(pubPem), publicKey)) return;
-  await writeAtomic(pubPath, publicKeyPem(publicKey), CERT_FILE_MODE);
+  await writeFileAtomic(pubPath, publicKeyPem(publicKey), { mode: CERT_FILE_MODE });
 }
 
 /** The key in the file, or a new one written there. A key file that is missing or unreadable
@@ -170,7 +172,7 @@ async function ensureKey(path: string): Promise<string> {
   const existing = await readIfExists(path);
   if (existing !== undefined && isP256PrivateKey(existing)) return existing;
   const keyPem = await generateKeyPem();
-  await writeAtomic(path, keyPem, KEY_FILE_MODE);
+  await writeFileAtomic(path, keyPem, { mode: KEY_FILE_MODE });
   return keyPem;
 }
 

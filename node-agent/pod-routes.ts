@@ -4,7 +4,7 @@
 // (with --enable-aggregator-routing the API server dials a Service's endpoints, never its ClusterIP).
 
 import { execa } from 'execa';
-import { internalIp, type KubeNode, type KubeTarget, watchCollection } from '../cli/kubernetes.js';
+import { internalIp, type KubeNode, type KubeTarget, watchCollection } from '../shared/kubernetes.js';
 import { log } from './log.js';
 
 /** podCIDR -> node address for every node but `self` that has both. */

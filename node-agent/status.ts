@@ -1,24 +1,15 @@
-// The node's state for the CLI: /run/vind/status holds {phase, message, at}. The CLI reads it with
-// `docker exec` while it waits; a failed phase carries the one line to show the user.
+// The node's state for the CLI (STATUS_FILE of the contract). The CLI reads it with `docker exec`
+// while it waits; a failed phase carries the one line to show the user.
 
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { writeFileAtomic } from '../shared/atomic-write.js';
+import { type NodePhase, type NodeStatus, STATUS_FILE } from '../shared/contract.js';
 import { log } from './log.js';
 
-export const STATUS_FILE = '/run/vind/status';
-
-export type Phase = 'starting' | 'ready' | 'failed';
-
-export interface NodeStatus {
-  phase: Phase;
-  message: string;
-  at: string;
-}
-
-export async function setStatus(phase: Phase, message: string): Promise<void> {
+export async function setStatus(phase: NodePhase, message: string): Promise<void> {
   const status: NodeStatus = { phase, message, at: new Date().toISOString() };
-  await mkdir('/run/vind', { recursive: true });
-  // Written whole under another name and renamed, so a reader never sees half a file.
-  await writeFile(`${STATUS_FILE}.tmp`, JSON.stringify(status));
-  await rename(`${STATUS_FILE}.tmp`, STATUS_FILE);
+  await mkdir(dirname(STATUS_FILE), { recursive: true });
+  await writeFileAtomic(STATUS_FILE, JSON.stringify(status));
   log(`${phase}: ${message}`);
 }

@@ -10,7 +10,7 @@ import {
   webcrypto,
   type KeyObject,
 } from 'node:crypto';
-import { chmod, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import type * as X509 from '@peculiar/x509';
 
 /** Whether a leaf certificate authenticates a client or a server (its extended key usage). */
@@ -196,20 +196,6 @@ export async function readIfExists(path: string): Promise<string | undefined> {
     return await readFile(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
-  }
-}
-
-/** A reader never sees half a file: the content goes to a temporary name in the same directory first. */
-export async function writeAtomic(path: string, content: string, mode: number): Promise<void> {
-  const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  try {
-    await writeFile(temp, content, { mode });
-    // The umask filters the mode given at creation; the exact mode is part of the contract.
-    await chmod(temp, mode);
-    await rename(temp, path);
-  } catch (error) {
-    await unlink(temp).catch(() => undefined);
     throw error;
   }
 }

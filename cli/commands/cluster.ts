@@ -18,7 +18,7 @@ import {
 import { ensureDockerReachable } from '../docker.js';
 import { listCachedImages, pruneImageCache, removeImageCache } from '../image-cache.js';
 import { parseDuration } from '../duration.js';
-import { InterruptedError, VindError } from '../errors.js';
+import { InterruptedError, VindError } from '../../shared/errors.js';
 import { consoleReporter, formatDuration } from '../progress.js';
 
 interface CreateCommandOptions {

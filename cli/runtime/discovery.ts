@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { VindError } from '../errors.js';
+import { VindError } from '../../shared/errors.js';
 
 /** dockerode constructor options for an engine behind a unix socket. */
 export interface UnixSocketEndpoint {

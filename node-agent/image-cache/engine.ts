@@ -4,8 +4,10 @@
 
 import { request, type IncomingMessage } from 'node:http';
 import { readFile } from 'node:fs/promises';
+import { IMAGE_CACHE } from '../../shared/contract.js';
+import { familiarRepository, parseImageReference } from '../../shared/image-reference.js';
 
-export const DOCKER_SOCKET = process.env.VIND_DOCKER_SOCKET ?? '/var/run/docker.sock';
+export const DOCKER_SOCKET = process.env.VIND_DOCKER_SOCKET ?? IMAGE_CACHE.dockerSocket;
 const API = '/v1.41';
 
 function call(method: string, path: string, headers: Record<string, string> = {}): Promise<IncomingMessage> {
@@ -74,18 +76,10 @@ export async function registryAuth(registry: string, configPath: string): Promis
 
 /** Pulls through the host daemon, so the image lands in the user's own Docker too. */
 export async function pullImage(reference: string, auth?: string): Promise<void> {
-  const at = reference.indexOf('@');
-  const colon = reference.lastIndexOf(':');
-  const slash = reference.lastIndexOf('/');
-  let image = reference;
-  let tag = '';
-  if (at >= 0) {
-    image = reference.slice(0, at);
-    tag = reference.slice(at + 1);
-  } else if (colon > slash) {
-    image = reference.slice(0, colon);
-    tag = reference.slice(colon + 1);
-  }
+  const parsed = parseImageReference(reference);
+  const image = familiarRepository(parsed);
+  // The Engine API takes a digest in the tag parameter too; a digest pins more than a tag.
+  const tag = parsed.digest ?? parsed.tag ?? 'latest';
   const query = `fromImage=${encodeURIComponent(image)}${tag ? `&tag=${encodeURIComponent(tag)}` : ''}`;
   const response = await call('POST', `/images/create?${query}`, auth ? { 'X-Registry-Auth': auth } : {});
   const body = await text(response);

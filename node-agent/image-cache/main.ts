@@ -3,14 +3,15 @@
 
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { IMAGE_CACHE } from '../../shared/contract.js';
 import { log } from '../log.js';
 import { setStatus } from '../status.js';
 import { exportImage, inspectImage, pullImage, registryAuth } from './engine.js';
 import { ImageCache, startRegistry } from './registry.js';
 
-export const CACHE_ROOT = '/var/lib/vind-cache';
-export const CACHE_PORT = 5000;
-const DOCKER_CONFIG = '/etc/vind/docker-config.json';
+const CACHE_ROOT = IMAGE_CACHE.root;
+const CACHE_PORT = IMAGE_CACHE.port;
+const DOCKER_CONFIG = IMAGE_CACHE.dockerConfig;
 
 function cache(): ImageCache {
   return new ImageCache(CACHE_ROOT, {

@@ -4,9 +4,10 @@
 
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../../shared/atomic-write.js';
 import { log } from '../log.js';
 import { BlobStore, importArchive, parseDigest, type Platform, type StoredManifest } from './archive.js';
 
@@ -112,11 +113,8 @@ export class ImageCache {
 
   private async writeMeta(kind: 'images' | 'refs' | 'manifests', key: string, value: unknown): Promise<void> {
     await mkdir(join(this.root, kind), { recursive: true });
-    const path = this.metaPath(kind, key);
     // Concurrent requests may write the same entry: each through its own temporary file.
-    const temp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-    await writeFile(temp, JSON.stringify(value));
-    await rename(temp, path);
+    await writeFileAtomic(this.metaPath(kind, key), JSON.stringify(value));
   }
 
   private async readMeta<T>(kind: 'images' | 'refs' | 'manifests', key: string): Promise<T | undefined> {

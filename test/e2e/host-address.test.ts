@@ -5,7 +5,7 @@
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { docker, hostAddressOnNetwork, LABEL_CLUSTER, usedSubnets } from '../../cli/docker.js';
-import { pickClusterSubnet } from '../../cli/subnets.js';
+import { pickClusterSubnet } from '../../shared/subnets.js';
 import { NODE_IMAGE, removeByLabel, requireNodeImage, uniqueName } from './helpers.js';
 
 const owner = uniqueName('e2e-gw');

@@ -9,9 +9,8 @@ import {
   mergeKubeconfigText,
   removeFromKubeconfigFile,
   removeFromKubeconfigText,
-  renderKubeconfig,
-  type ClusterCredentials,
 } from '../../cli/kubeconfig.js';
+import { type ClusterCredentials, renderKubeconfig } from '../../shared/kubeconfig.js';
 
 function creds(name: string, port = 6443): ClusterCredentials {
   return {

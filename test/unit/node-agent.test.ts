@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { containerdConfig, normalizeReference } from '../../node-agent/containerd.js';
+import { containerdConfig } from '../../node-agent/containerd.js';
+import { qualifiedReference } from '../../shared/image-reference.js';
 import {
   CAP_SYS_RESOURCE,
   cgroupV1Hierarchies,
@@ -84,7 +85,7 @@ describe('containerdConfig', () => {
   });
 });
 
-describe('normalizeReference', () => {
+describe('qualifiedReference', () => {
   it.each([
     ['busybox', 'docker.io/library/busybox:latest'],
     ['user/app:1', 'docker.io/user/app:1'],
@@ -92,7 +93,7 @@ describe('normalizeReference', () => {
     ['localhost/app', 'localhost/app:latest'],
     ['registry:5000/app', 'registry:5000/app:latest'],
   ])('%s -> %s', (input, expected) => {
-    expect(normalizeReference(input)).toBe(expected);
+    expect(qualifiedReference(input)).toBe(expected);
   });
 });
 

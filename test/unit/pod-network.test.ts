@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:https';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type KubeNode, watchCollection } from '../../cli/kubernetes.js';
+import { type KubeNode, watchCollection } from '../../shared/kubernetes.js';
 import { createCertificateAuthority, issueServingCertificate } from '../../node-agent/pki.js';
 import { wantedPodRoutes } from '../../node-agent/pod-routes.js';
 import { SAFETY_CHAIN, safetyNetPlan } from '../../node-agent/safety-net.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { VindError } from '../../cli/errors.js';
+import { VindError } from '../../shared/errors.js';
 import { resolveDockerEndpoint, type DiscoveryEnvironment } from '../../cli/runtime/discovery.js';
 
 const HOME = '/home/ada';

@@ -10,7 +10,7 @@ import {
   overlaps,
   parseCidr,
   pickClusterSubnet,
-} from '../../cli/subnets.js';
+} from '../../shared/subnets.js';
 
 describe('ipToInt and intToIp', () => {
   it('keeps addresses from 128.0.0.0 up positive', () => {

@@ -1,0 +1,255 @@
+// The contract between the host CLI and the node agent inside every container, written once:
+// labels on Docker objects, paths and ports inside the node image, the images every node holds, the
+// files the agent writes for the CLI (status, join information) and how a node's settings travel
+// from the CLI to the agent (container environment). Either side changes only through this module.
+
+import { hostAddress, parseCidr } from './subnets.js';
+
+export const VIND_VERSION = '0.1.0';
+
+// ---- labels: Docker is the record of what exists ----
+
+export const LABELS = {
+  cluster: 'dev.vind.cluster',
+  role: 'dev.vind.role',
+  version: 'dev.vind.version',
+  /** On the control plane: the API server's port on the host's 127.0.0.1. */
+  apiPort: 'dev.vind.api-port',
+  kubernetesVersion: 'dev.vind.kubernetes-version',
+  /** On node images: the hash of everything the image was built from. */
+  inputsHash: 'dev.vind.inputs-hash',
+} as const;
+
+/** The container command names the role the agent plays; `probe` is a throw-away capability check. */
+export type NodeRole = 'control-plane' | 'worker';
+export type ContainerRole = NodeRole | 'image-cache' | 'probe';
+
+// ---- the node image ----
+
+export const NODE_IMAGE_REPOSITORY = 'vind/node';
+export const AGENT_PATH = '/opt/vind/node-agent.mjs';
+export const PRELOADED_IMAGES_DIR = '/opt/vind/images';
+
+export function nodeImage(kubernetesVersion: string): string {
+  return `${NODE_IMAGE_REPOSITORY}:${kubernetesVersion}`;
+}
+
+/** Addon images built with the node image and preloaded into every node's containerd. */
+export const PAUSE_VERSION = '3.10';
+export const COREDNS_VERSION = 'v1.15.0';
+export const PAUSE_IMAGE = `vind.dev/pause:${PAUSE_VERSION}`;
+export const COREDNS_IMAGE = `vind.dev/coredns:${COREDNS_VERSION}`;
+
+// ---- ports, names and paths inside a cluster ----
+
+export const API_SERVER_PORT = 6443;
+
+export const STATE_DIR = '/var/lib/vind';
+export const STATUS_FILE = '/run/vind/status';
+export const JOIN_FILE = `${STATE_DIR}/join.json`;
+/** Admin credentials for the API server at the control plane's address on the cluster network. */
+export const ADMIN_KUBECONFIG = `${STATE_DIR}/admin.conf`;
+
+export function networkName(cluster: string): string {
+  return `vind-${cluster}`;
+}
+
+export function controlPlaneName(cluster: string): string {
+  return `${cluster}-control-plane`;
+}
+
+export function workerName(cluster: string, index: number): string {
+  return index === 0 ? `${cluster}-worker` : `${cluster}-worker${index + 1}`;
+}
+
+/** Every node keeps /var in a named volume: containerd's snapshots cannot live on overlayfs. */
+export function varVolumeName(container: string): string {
+  return `${container}-var`;
+}
+
+export function contextName(cluster: string): string {
+  return `vind-${cluster}`;
+}
+
+// ---- the image cache: one per Docker host, shared by every cluster ----
+
+export const IMAGE_CACHE = {
+  container: 'vind-image-cache',
+  volume: 'vind-image-cache',
+  port: 5000,
+  root: '/var/lib/vind-cache',
+  /** The user's Docker config (registry credentials), mounted read-only. */
+  dockerConfig: '/etc/vind/docker-config.json',
+  dockerSocket: '/var/run/docker.sock',
+} as const;
+
+export const IMAGE_CACHE_URL = `http://${IMAGE_CACHE.container}:${IMAGE_CACHE.port}`;
+
+// ---- addresses ----
+
+export const DEFAULT_POD_SUBNET = '10.244.0.0/16';
+export const DEFAULT_SERVICE_SUBNET = '10.96.0.0/16';
+
+/** The `kubernetes` Service: the first address of the Service network. */
+export function kubernetesServiceAddress(serviceSubnet: string): string {
+  return hostAddress(parseCidr(serviceSubnet), 1);
+}
+
+/** Cluster DNS (the kube-dns Service): the tenth address of the Service network, as kubeadm does. */
+export function clusterDnsAddress(serviceSubnet: string): string {
+  return hostAddress(parseCidr(serviceSubnet), 10);
+}
+
+// ---- files the agent writes for the CLI ----
+
+export type NodePhase = 'starting' | 'ready' | 'failed';
+
+/** STATUS_FILE: a failed phase carries the one line to show the user. */
+export interface NodeStatus {
+  phase: NodePhase;
+  message: string;
+  at: string;
+}
+
+/** JOIN_FILE on the control plane (and written into workers): the `kubeadm join` contract. */
+export interface JoinInfo {
+  /** https://<control plane address>:6443 */
+  server: string;
+  /** A bootstrap token, id.secret */
+  token: string;
+  /** sha256:<hex> of the CA's SubjectPublicKeyInfo */
+  caCertHash: string;
+  /** RFC 3339; absent in a join file written into a worker */
+  expiration?: string;
+}
+
+export function parseNodeStatus(text: string | undefined): NodeStatus | undefined {
+  if (!text) return undefined;
+  try {
+    const value = JSON.parse(text) as Partial<NodeStatus>;
+    if (value.phase !== 'starting' && value.phase !== 'ready' && value.phase !== 'failed') return undefined;
+    return { phase: value.phase, message: value.message ?? '', at: value.at ?? '' };
+  } catch {
+    return undefined; // half written by an older agent, or not yet there
+  }
+}
+
+export function parseJoinInfo(text: string): JoinInfo {
+  const value = JSON.parse(text) as Partial<JoinInfo>;
+  if (!value.server || !value.token || !value.caCertHash) {
+    throw new Error('the join information lacks server, token or caCertHash');
+  }
+  return {
+    server: value.server,
+    token: value.token,
+    caCertHash: value.caCertHash,
+    expiration: value.expiration,
+  };
+}
+
+// ---- a node's settings, from the CLI to the agent, as container environment ----
+
+interface CommonNodeSettings {
+  nodeName: string;
+  /** The node's fixed address on the cluster network. */
+  nodeIp: string;
+  podSubnet: string;
+  serviceSubnet: string;
+}
+
+export interface ControlPlaneSettings extends CommonNodeSettings {
+  role: 'control-plane';
+  /** `sqlite`, or the URL of an external datastore. */
+  datastore: string;
+}
+
+/** How a worker learns where to join: now, later from JOIN_FILE, or not at all (a bare runtime). */
+export type JoinSource = { kind: 'inline'; join: JoinInfo } | { kind: 'file' } | { kind: 'none' };
+
+export interface WorkerSettings extends CommonNodeSettings {
+  role: 'worker';
+  labels: Record<string, string>;
+  /** The registry mirror every registry goes through; absent: pull from registries directly. */
+  imageCache?: string;
+  join: JoinSource;
+}
+
+export type NodeSettings = ControlPlaneSettings | WorkerSettings;
+
+const ENV = {
+  nodeName: 'VIND_NODE_NAME',
+  nodeIp: 'VIND_NODE_IP',
+  podSubnet: 'VIND_POD_SUBNET',
+  serviceSubnet: 'VIND_SERVICE_SUBNET',
+  datastore: 'VIND_DATASTORE',
+  labels: 'VIND_NODE_LABELS',
+  imageCache: 'VIND_IMAGE_CACHE',
+  joinServer: 'VIND_JOIN_SERVER',
+  joinToken: 'VIND_JOIN_TOKEN',
+  joinCaHash: 'VIND_JOIN_CA_HASH',
+  joinFromFile: 'VIND_JOIN_FROM_FILE',
+} as const;
+
+/** The container environment (`KEY=value` entries) that carries a node's settings. */
+export function encodeNodeEnv(settings: NodeSettings): string[] {
+  const env: Record<string, string> = {
+    [ENV.nodeName]: settings.nodeName,
+    [ENV.nodeIp]: settings.nodeIp,
+    [ENV.podSubnet]: settings.podSubnet,
+    [ENV.serviceSubnet]: settings.serviceSubnet,
+  };
+  if (settings.role === 'control-plane') {
+    env[ENV.datastore] = settings.datastore;
+  } else {
+    env[ENV.labels] = JSON.stringify(settings.labels);
+    if (settings.imageCache) env[ENV.imageCache] = settings.imageCache;
+    if (settings.join.kind === 'file') env[ENV.joinFromFile] = '1';
+    if (settings.join.kind === 'inline') {
+      env[ENV.joinServer] = settings.join.join.server;
+      env[ENV.joinToken] = settings.join.join.token;
+      env[ENV.joinCaHash] = settings.join.join.caCertHash;
+    }
+  }
+  return Object.entries(env).map(([key, value]) => `${key}=${value}`);
+}
+
+/** Reads a node's settings back; a missing value is named, since the node cannot start without it. */
+export function decodeNodeEnv(role: NodeRole, env: Record<string, string | undefined>): NodeSettings {
+  const required = (key: string): string => {
+    const value = env[key];
+    if (!value) throw new Error(`${key} is not set: the ${role} cannot start without it`);
+    return value;
+  };
+  const common: CommonNodeSettings = {
+    nodeName: required(ENV.nodeName),
+    nodeIp: required(ENV.nodeIp),
+    podSubnet: env[ENV.podSubnet] || DEFAULT_POD_SUBNET,
+    serviceSubnet: env[ENV.serviceSubnet] || DEFAULT_SERVICE_SUBNET,
+  };
+  if (role === 'control-plane') {
+    return { ...common, role, datastore: env[ENV.datastore] || 'sqlite' };
+  }
+  let join: JoinSource = { kind: 'none' };
+  if (env[ENV.joinServer]) {
+    join = {
+      kind: 'inline',
+      join: {
+        server: required(ENV.joinServer),
+        token: required(ENV.joinToken),
+        caCertHash: required(ENV.joinCaHash),
+      },
+    };
+  } else if (env[ENV.joinFromFile]) {
+    join = { kind: 'file' };
+  }
+  let labels: Record<string, string> = {};
+  const labelText = env[ENV.labels];
+  if (labelText) {
+    try {
+      labels = JSON.parse(labelText) as Record<string, string>;
+    } catch {
+      throw new Error(`${ENV.labels} is not a JSON object of label keys and values`);
+    }
+  }
+  return { ...common, role, labels, imageCache: env[ENV.imageCache] || undefined, join };
+}
