@@ -10,7 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { docker } from '../cli/docker.js';
+import { docker } from '../test/support/workloads.js';
 import { formatDuration } from '../cli/progress.js';
 import { DEFAULT_KUBERNETES_VERSION, BASE_IMAGE_REPOSITORY } from '../images/recipe.js';
 

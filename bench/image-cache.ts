@@ -15,9 +15,9 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { execa } from 'execa';
 import tar from 'tar-stream';
-import { buildImage, docker } from '../cli/docker.js';
+import { dockerRuntime } from '../cli/runtime/docker-runtime.js';
 import { formatDuration } from '../cli/progress.js';
-import { ensureTestImage, kubectlBinary, spreadDeployment } from '../test/e2e/helpers.js';
+import { docker, ensureTestImage, kubectlBinary, spreadDeployment } from '../test/support/workloads.js';
 
 const CLI = join(import.meta.dirname, '..', 'cli', 'main.js');
 const sizeIndex = process.argv.indexOf('--size-mb');
@@ -39,7 +39,7 @@ async function buildBigImage(tag: string, scratch: string): Promise<void> {
     'FROM vind-test/busybox:1\nCOPY payload /payload\nENTRYPOINT ["sleep", "3600"]\n',
   );
   pack.finalize();
-  await buildImage(Readable.from(pack as unknown as AsyncIterable<Buffer>), {
+  await dockerRuntime().buildImage(Readable.from(pack as unknown as AsyncIterable<Buffer>), {
     tag,
     labels: {},
     logFile: join(scratch, 'build.log'),

@@ -11,9 +11,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { docker, LABEL_CLUSTER } from '../cli/docker.js';
 import { formatDuration } from '../cli/progress.js';
-import { ensureTestImage, kubectlBinary, TEST_IMAGE } from '../test/e2e/helpers.js';
+import {
+  docker,
+  ensureTestImage,
+  kubectlBinary,
+  LABEL_CLUSTER,
+  TEST_IMAGE,
+} from '../test/support/workloads.js';
 
 const CLI = join(import.meta.dirname, '..', 'cli', 'main.js');
 

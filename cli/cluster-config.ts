@@ -6,14 +6,13 @@
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { DatastoreUrlError, parseDatastoreUrl, type Datastore } from '../shared/datastore.js';
+import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET } from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
 import { formatCidr, ipToInt, overlaps, parseCidr, type Cidr } from '../shared/subnets.js';
 
 export const CONFIG_API_VERSION = 'vind.dev/v1alpha1';
 export const CONFIG_KIND = 'Cluster';
 export const DEFAULT_CLUSTER_NAME = 'vind';
-export const DEFAULT_POD_SUBNET = '10.244.0.0/16';
-export const DEFAULT_SERVICE_SUBNET = '10.96.0.0/16';
 export const DEFAULT_WORKER_COUNT = 1;
 export const MAX_WORKERS = 20;
 export const MAX_CLUSTER_NAME_LENGTH = 32;

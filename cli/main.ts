@@ -6,7 +6,7 @@ import { registerCacheCommands, registerClusterCommands } from './commands/clust
 import { registerImageCommands } from './commands/image.js';
 import { describeError, VindError } from '../shared/errors.js';
 import { StepError } from './progress.js';
-import { VIND_VERSION } from './version.js';
+import { VIND_VERSION } from '../shared/contract.js';
 
 const program = new Command();
 program

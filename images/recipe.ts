@@ -1,13 +1,14 @@
 // What goes into a node image: every pinned version and package list lives here, so that the
 // input hash (images/inputs.ts) changes exactly when the recipe does.
 
+import { COREDNS_VERSION } from '../shared/contract.js';
+
 /** Newest stable Kubernetes on the Go module proxy that runs on cgroup v1 and v2 hosts. */
 export const DEFAULT_KUBERNETES_VERSION = 'v1.36.3';
 
 /** Oldest minor we build: containerd 2 and the kubelet settings we write need 1.31 or later. */
 export const MIN_KUBERNETES_MINOR = 31;
 
-export const NODE_IMAGE_REPOSITORY = 'vind/node';
 export const BASE_IMAGE_REPOSITORY = 'vind/base';
 
 export interface GoTool {
@@ -62,7 +63,8 @@ export const GO_TOOLS: GoTool[] = [
   {
     name: 'coredns',
     module: 'github.com/coredns/coredns',
-    version: 'v1.15.0',
+    // The contract names the CoreDNS image the control plane deploys; the build makes that one.
+    version: COREDNS_VERSION,
     packages: ['.'],
     cgo: false,
     tags: [],
@@ -104,10 +106,6 @@ export const DEBIAN_PACKAGES = [
 
 /** CNI plugins kept from Debian's containernetworking-plugins; the rest are removed to save space. */
 export const CNI_PLUGINS_KEPT = ['bridge', 'host-local', 'loopback', 'portmap'];
-
-/** Images that every node's containerd holds from the start, built locally from the binaries above. */
-export const PAUSE_IMAGE = 'vind.dev/pause:3.10';
-export const COREDNS_IMAGE = `vind.dev/coredns:${GO_TOOLS.find((t) => t.name === 'coredns')!.version}`;
 
 export function goTool(name: string): GoTool {
   const tool = GO_TOOLS.find((t) => t.name === name);

@@ -1,7 +1,7 @@
 // Kubeconfig text for one cluster: what the control plane writes for its components and the admin,
 // and what the CLI merges into the user's file. Only `yaml`, so the node agent can use it too.
 
-import { Document } from 'yaml';
+import { Document, parse } from 'yaml';
 
 export interface ClusterCredentials {
   /** `vind-<name>`; the cluster, user and context entries all carry it. */
@@ -45,4 +45,30 @@ export function renderKubeconfig(creds: ClusterCredentials): string {
     'current-context': creds.contextName,
   });
   return doc.toString(KUBECONFIG_YAML_OPTIONS);
+}
+
+interface SingleClusterKubeconfig {
+  clusters?: { cluster?: { 'certificate-authority-data'?: string } }[];
+  users?: { user?: { 'client-certificate-data'?: string; 'client-key-data'?: string } }[];
+}
+
+/** The credentials in a one-cluster kubeconfig with inline data, under a new name and server. */
+export function credentialsFromKubeconfig(
+  text: string,
+  contextName: string,
+  server: string,
+): ClusterCredentials {
+  const doc = parse(text) as SingleClusterKubeconfig;
+  const caData = doc.clusters?.[0]?.cluster?.['certificate-authority-data'];
+  const user = doc.users?.[0]?.user;
+  if (!caData || !user?.['client-certificate-data'] || !user['client-key-data']) {
+    throw new Error('the kubeconfig has no inline CA, client certificate and key');
+  }
+  return {
+    contextName,
+    server,
+    caData,
+    clientCertData: user['client-certificate-data'],
+    clientKeyData: user['client-key-data'],
+  };
 }

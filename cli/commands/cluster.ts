@@ -1,21 +1,15 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { DEFAULT_KUBERNETES_VERSION } from '../../images/recipe.js';
-import {
-  clusterKubeconfig,
-  clusterNames,
-  createCluster,
-  deleteCluster,
-  listClusters,
-  loadImages,
-} from '../cluster.js';
+import { clusterKubeconfig, clusterNames, deleteCluster, listClusters, loadImages } from '../clusters.js';
+import { createCluster } from '../create/create.js';
 import {
   ConfigError,
   type CreateFlags,
   resolveClusterConfig,
   validateClusterName,
 } from '../cluster-config.js';
-import { ensureDockerReachable } from '../docker.js';
+import { dockerRuntime } from '../runtime/docker-runtime.js';
 import { listCachedImages, pruneImageCache, removeImageCache } from '../image-cache.js';
 import { parseDuration } from '../duration.js';
 import { InterruptedError, VindError } from '../../shared/errors.js';
@@ -103,6 +97,7 @@ export function registerClusterCommands(program: Command): void {
       try {
         const cluster = await createCluster({
           config,
+          runtime: dockerRuntime(),
           waitMs,
           retain: options.retain,
           kubeconfig: options.kubeconfig,
@@ -130,19 +125,20 @@ export function registerClusterCommands(program: Command): void {
     .option('--keep-cache', 'keep the blobs of the image cache when the last cluster goes', false)
     .option('--kubeconfig <path>', 'kubeconfig file to clean (default: $KUBECONFIG or ~/.kube/config)')
     .action(async (names: string[], options: { all: boolean; keepCache: boolean; kubeconfig?: string }) => {
-      await ensureDockerReachable();
-      const targets = options.all ? await clusterNames() : names.length > 0 ? names : ['vind'];
+      const runtime = dockerRuntime();
+      await runtime.ping();
+      const targets = options.all ? await clusterNames(runtime) : names.length > 0 ? names : ['vind'];
       for (const name of targets) {
         try {
           validateClusterName(name);
         } catch (error) {
           configError(error);
         }
-        const removed = await deleteCluster(name, options.kubeconfig);
+        const removed = await deleteCluster(runtime, name, options.kubeconfig);
         process.stderr.write(removed ? `Deleted cluster "${name}"\n` : `No cluster "${name}"\n`);
       }
       // The image cache goes with the last cluster.
-      if ((await clusterNames()).length === 0) await removeImageCache(options.keepCache);
+      if ((await clusterNames(runtime)).length === 0) await removeImageCache(runtime, options.keepCache);
     });
 
   program
@@ -150,8 +146,9 @@ export function registerClusterCommands(program: Command): void {
     .description('list clusters')
     .option('--json', 'print JSON', false)
     .action(async (options: { json: boolean }) => {
-      await ensureDockerReachable();
-      const clusters = await listClusters();
+      const runtime = dockerRuntime();
+      await runtime.ping();
+      const clusters = await listClusters(runtime);
       if (options.json) {
         process.stdout.write(`${JSON.stringify(clusters, null, 2)}\n`);
         return;
@@ -185,8 +182,9 @@ export function registerClusterCommands(program: Command): void {
       false,
     )
     .action(async (name: string | undefined, options: { internal: boolean }) => {
-      await ensureDockerReachable();
-      process.stdout.write(await clusterKubeconfig(name ?? 'vind', options.internal));
+      const runtime = dockerRuntime();
+      await runtime.ping();
+      process.stdout.write(await clusterKubeconfig(runtime, name ?? 'vind', options.internal));
     });
 }
 
@@ -197,8 +195,9 @@ export function registerImageLoadCommand(image: Command): void {
     .argument('<images...>', 'image references')
     .option('--cluster <name>', 'cluster name', 'vind')
     .action(async (images: string[], options: { cluster: string }) => {
-      await ensureDockerReachable();
-      await loadImages(options.cluster, images, consoleReporter());
+      const runtime = dockerRuntime();
+      await runtime.ping();
+      await loadImages(runtime, options.cluster, images, consoleReporter());
     });
 }
 
@@ -208,8 +207,9 @@ export function registerCacheCommands(program: Command): void {
     .description("show the image cache that serves the host's images to every cluster")
     .option('--json', 'print JSON', false)
     .action(async (options: { json: boolean }) => {
-      await ensureDockerReachable();
-      const images = await listCachedImages();
+      const runtime = dockerRuntime();
+      await runtime.ping();
+      const images = await listCachedImages(runtime);
       if (options.json) {
         process.stdout.write(`${JSON.stringify(images, null, 2)}\n`);
         return;
@@ -228,8 +228,9 @@ export function registerCacheCommands(program: Command): void {
     .command('prune')
     .description('remove every cached blob; images are exported again when next pulled')
     .action(async () => {
-      await ensureDockerReachable();
-      await pruneImageCache();
+      const runtime = dockerRuntime();
+      await runtime.ping();
+      await pruneImageCache(runtime);
       process.stderr.write('Pruned the image cache\n');
     });
 }

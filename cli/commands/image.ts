@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { buildNodeImage } from '../../images/build.js';
+import { cacheDir, logDir } from '../paths.js';
 import { consoleReporter } from '../progress.js';
+import { dockerRuntime } from '../runtime/docker-runtime.js';
 import { registerImageLoadCommand } from './cluster.js';
 
 export function registerImageCommands(program: Command): void {
@@ -16,7 +18,9 @@ export function registerImageCommands(program: Command): void {
       const result = await buildNodeImage({
         kubernetesVersion: options.kubernetesVersion,
         force: options.force,
+        engine: dockerRuntime(),
         reporter,
+        dirs: { cacheDir: cacheDir(), logDir: logDir() },
       });
       if (!result.skipped) {
         reporter.info(`built ${result.reference} in ${((performance.now() - started) / 1000).toFixed(1)}s`);

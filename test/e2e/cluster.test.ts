@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { docker } from '../../cli/docker.js';
 import {
+  docker,
   ensureTestImage,
   kubectlBinary,
   kubectlFor,

@@ -12,13 +12,15 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { docker, execInContainer, LABEL_CLUSTER } from '../../cli/docker.js';
 import { createCertificateAuthority, issueServingCertificate } from '../../node-agent/pki.js';
 import {
+  docker,
   ensureTestImage,
   ensureWebhookServerImage,
+  execInContainer,
   kubectlBinary,
   kubectlFor,
+  LABEL_CLUSTER,
   removeByLabel,
   requireNodeImage,
   runVind,

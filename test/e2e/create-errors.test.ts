@@ -6,8 +6,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { docker, execInContainer, LABEL_CLUSTER } from '../../cli/docker.js';
-import { CLI, removeByLabel, requireNodeImage, runVind, uniqueName, waitFor } from './helpers.js';
+import {
+  CLI,
+  docker,
+  execInContainer,
+  LABEL_CLUSTER,
+  removeByLabel,
+  requireNodeImage,
+  runVind,
+  uniqueName,
+  waitFor,
+} from './helpers.js';
 
 let scratch: string;
 const created: string[] = [];

@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execInContainer } from '../../cli/docker.js';
 import {
   createClusterOnDatastore,
+  execInContainer,
   hostAddressOnDefaultBridge,
   removeByLabel,
   requireNodeImage,

@@ -4,9 +4,9 @@
 
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { docker, hostAddressOnNetwork, LABEL_CLUSTER, usedSubnets } from '../../cli/docker.js';
+import { dockerRuntime } from '../../cli/runtime/docker-runtime.js';
 import { pickClusterSubnet } from '../../shared/subnets.js';
-import { NODE_IMAGE, removeByLabel, requireNodeImage, uniqueName } from './helpers.js';
+import { docker, LABEL_CLUSTER, NODE_IMAGE, removeByLabel, requireNodeImage, uniqueName } from './helpers.js';
 
 const owner = uniqueName('e2e-gw');
 const network = `vind-${owner}`;
@@ -54,7 +54,7 @@ async function readFromContainer(onNetwork: string, address: string, port: numbe
 describe('the host address on a bridge network that reports no gateway', () => {
   beforeAll(async () => {
     await requireNodeImage();
-    const subnet = pickClusterSubnet(await usedSubnets());
+    const subnet = pickClusterSubnet(await dockerRuntime().usedSubnets());
     await docker().createNetwork({
       Name: network,
       Driver: 'bridge',
@@ -72,13 +72,13 @@ describe('the host address on a bridge network that reports no gateway', () => {
     const inspected = await docker().getNetwork(network).inspect();
     // The condition of a fresh engine: a subnet and no gateway listed.
     expect(inspected.IPAM?.Config?.[0]?.Gateway ?? '').toBe('');
-    const address = await hostAddressOnNetwork(network);
+    const address = await dockerRuntime().hostAddressOn(network);
     const port = await listen(address);
     expect(await readFromContainer(network, address, port)).toContain('hello from the host');
   });
 
   it("is found for Docker's default bridge whether or not this engine lists its gateway", async () => {
-    const address = await hostAddressOnNetwork('bridge');
+    const address = await dockerRuntime().hostAddressOn('bridge');
     const port = await listen(address);
     // Where datastore servers of the tests listen: reached from a container on another network.
     expect(await readFromContainer(network, address, port)).toContain('hello from the host');

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inspectImage } from '../../cli/docker.js';
+import { dockerRuntime } from '../../cli/runtime/docker-runtime.js';
 import { runVind } from './helpers.js';
 
 describe('vind image build, failing fast', () => {
@@ -44,6 +44,6 @@ describe('vind image build, failing fast', () => {
     expect(errorLines).toHaveLength(1);
     expect(errorLines[0]).toMatch(/^error: resolve k8s\.io\/kubernetes v1\.35\.4 failed: .*127\.0\.0\.1:9/);
     expect(errorLines[0]).toContain(`full log: ${join(scratch, 'cache', 'logs', 'image-build-resolve.log')}`);
-    expect(await inspectImage(`vind/node:${version}`)).toBeUndefined();
+    expect(await dockerRuntime().inspectImage(`vind/node:${version}`)).toBeUndefined();
   });
 });

@@ -8,11 +8,12 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildImage, docker, inspectContainer } from '../../cli/docker.js';
-import { CACHE_CONTAINER } from '../../cli/image-cache.js';
+import { dockerRuntime } from '../../cli/runtime/docker-runtime.js';
+import { IMAGE_CACHE } from '../../shared/contract.js';
 import { buildDockerArchive } from '../../images/docker-archive.js';
 import { ImageCache, startRegistry } from '../../node-agent/image-cache/registry.js';
 import {
+  docker,
   ensureTestImage,
   kubectlBinary,
   kubectlFor,
@@ -46,7 +47,7 @@ async function buildApp(marker: string): Promise<string> {
   );
   pack.finalize();
   const context = Readable.from(pack as unknown as AsyncIterable<Buffer>);
-  await buildImage(context, { tag: APP, labels: {}, logFile: join(scratch, 'build.log') });
+  await dockerRuntime().buildImage(context, { tag: APP, labels: {}, logFile: join(scratch, 'build.log') });
   const id = (await docker().getImage(APP).inspect()).Id;
   builtIds.push(id);
   return id;
@@ -71,8 +72,8 @@ function deployment(name: string, image: string, replicas: number) {
 }
 
 async function cacheAddress(): Promise<string> {
-  const info = await inspectContainer(CACHE_CONTAINER);
-  return info!.NetworkSettings.Networks[`vind-${cluster}`]!.IPAddress;
+  const info = await docker().getContainer(IMAGE_CACHE.container).inspect();
+  return info.NetworkSettings.Networks[`vind-${cluster}`]!.IPAddress;
 }
 
 describe('the pull-through image cache', () => {
@@ -245,13 +246,13 @@ describe('the pull-through image cache', () => {
   });
 
   it('is the only container with the Docker socket, and publishes no port', async () => {
-    const cache = await inspectContainer(CACHE_CONTAINER);
-    expect(cache!.Mounts.some((m) => m.Destination === '/var/run/docker.sock')).toBe(true);
-    expect(Object.keys(cache!.HostConfig.PortBindings ?? {})).toEqual([]);
+    const cache = await docker().getContainer(IMAGE_CACHE.container).inspect();
+    expect(cache.Mounts.some((m) => m.Destination === '/var/run/docker.sock')).toBe(true);
+    expect(Object.keys(cache.HostConfig.PortBindings ?? {})).toEqual([]);
     const nodes = await docker().listContainers({ filters: { label: [`dev.vind.cluster=${cluster}`] } });
     for (const node of nodes) {
-      const info = await inspectContainer(node.Id);
-      expect(info!.Mounts.some((m) => m.Source.endsWith('docker.sock'))).toBe(false);
+      const info = await docker().getContainer(node.Id).inspect();
+      expect(info.Mounts.some((m) => m.Source.endsWith('docker.sock'))).toBe(false);
     }
   });
 

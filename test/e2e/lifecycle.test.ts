@@ -6,10 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
-import { docker, execInContainer, LABEL_CLUSTER } from '../../cli/docker.js';
 import {
+  docker,
+  execInContainer,
   kubectlBinary,
   kubectlFor,
+  LABEL_CLUSTER,
   removeByLabel,
   requireNodeImage,
   runVind,

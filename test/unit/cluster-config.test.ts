@@ -1,13 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import {
   ConfigError,
-  DEFAULT_POD_SUBNET,
-  DEFAULT_SERVICE_SUBNET,
   parseConfigFile,
   resolveClusterConfig,
   validateClusterName,
   type CreateFlags,
 } from '../../cli/cluster-config.js';
+import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET } from '../../shared/contract.js';
 
 const HEADER = 'apiVersion: vind.dev/v1alpha1\nkind: Cluster\n';
 const DATASTORE_FORMS =

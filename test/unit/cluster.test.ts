@@ -1,11 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import {
-  contextName,
-  controlPlaneName,
-  credentialsFromAdmin,
-  inotifyWarning,
-  workerName,
-} from '../../cli/cluster.js';
+import { inotifyWarning } from '../../cli/create/steps/check-host.js';
+import { contextName, controlPlaneName, workerName } from '../../shared/contract.js';
+import { credentialsFromKubeconfig } from '../../shared/kubeconfig.js';
 
 describe('cluster naming', () => {
   it('names containers like kind and contexts with a vind- prefix', () => {
@@ -31,7 +27,7 @@ describe('inotifyWarning', () => {
   });
 });
 
-describe('credentialsFromAdmin', () => {
+describe('credentialsFromKubeconfig', () => {
   it('keeps the credentials and points them at the given server', () => {
     const admin = [
       'apiVersion: v1',
@@ -48,7 +44,7 @@ describe('credentialsFromAdmin', () => {
       '    client-key-data: S0VZ',
       '',
     ].join('\n');
-    expect(credentialsFromAdmin(admin, 'vind-dev', 'https://127.0.0.1:40000')).toEqual({
+    expect(credentialsFromKubeconfig(admin, 'vind-dev', 'https://127.0.0.1:40000')).toEqual({
       contextName: 'vind-dev',
       server: 'https://127.0.0.1:40000',
       caData: 'Q0E=',

@@ -39,7 +39,7 @@ async function ociArchive(): Promise<{ tar: Buffer; amd64Manifest: string; layer
   const pack = tar.pack();
   const chunks: Buffer[] = [];
   pack.on('data', (c: unknown) => chunks.push(c as Buffer));
-  const ended = new Promise((resolve) => pack.on('end', resolve));
+  const ended = new Promise<void>((resolve) => pack.on('end', () => resolve()));
   const blob = (data: Buffer | string) => {
     const buffer = Buffer.from(data);
     pack.entry({ name: `blobs/sha256/${sha(buffer).slice(7)}` }, buffer);

@@ -1,0 +1,148 @@
+// Clusters that exist: found by label on the engine (Docker is the record; there is no state file),
+// listed, deleted with everything they made, their kubeconfig printed, host images copied in.
+
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import {
+  ADMIN_KUBECONFIG,
+  API_SERVER_PORT,
+  contextName,
+  controlPlaneName,
+  LABELS,
+} from '../shared/contract.js';
+import { VindError } from '../shared/errors.js';
+import { credentialsFromKubeconfig, renderKubeconfig } from '../shared/kubeconfig.js';
+import { detachImageCache } from './image-cache.js';
+import { kubeconfigPath, removeFromKubeconfigFile } from './kubeconfig.js';
+import type { Reporter } from './progress.js';
+import type { ContainerRuntime, ContainerState } from './runtime/runtime.js';
+
+/** Names of every cluster that has a container, volume or network on this engine. */
+export async function clusterNames(runtime: ContainerRuntime): Promise<string[]> {
+  const names = new Set<string>();
+  for (const c of await runtime.listContainers([LABELS.cluster])) names.add(c.labels[LABELS.cluster] ?? '');
+  for (const n of await runtime.listNetworks([LABELS.cluster])) names.add(n.labels[LABELS.cluster] ?? '');
+  for (const v of await runtime.listVolumes([LABELS.cluster])) names.add(v.labels[LABELS.cluster] ?? '');
+  names.delete('');
+  return [...names].sort();
+}
+
+/** Removes every container, volume and network of the cluster, and its kubeconfig context. */
+export async function deleteCluster(
+  runtime: ContainerRuntime,
+  name: string,
+  kubeconfig?: string,
+): Promise<boolean> {
+  const filter = [`${LABELS.cluster}=${name}`];
+  const containers = await runtime.listContainers(filter);
+  await Promise.all(containers.map((c) => runtime.removeContainer(c.id)));
+  const volumes = await runtime.listVolumes(filter);
+  await Promise.all(volumes.map((v) => runtime.removeVolume(v.name)));
+  const networks = await runtime.listNetworks(filter);
+  await Promise.all(
+    networks.map(async (n) => {
+      await detachImageCache(runtime, n.name);
+      await runtime.removeNetwork(n.id);
+    }),
+  );
+  const removedContext = await removeFromKubeconfigFile(kubeconfig ?? kubeconfigPath(), contextName(name));
+  return containers.length + volumes.length + networks.length > 0 || removedContext;
+}
+
+export interface ClusterSummary {
+  name: string;
+  state: string;
+  nodes: number;
+  kubernetesVersion: string;
+  endpoint: string;
+}
+
+export function summarizeState(states: ContainerState[]): string {
+  if (states.length === 0) return 'no containers';
+  if (states.every((s) => s === 'running')) return 'running';
+  if (states.every((s) => s === 'paused')) return 'paused';
+  if (states.every((s) => s === 'exited' || s === 'created')) return 'stopped';
+  return 'degraded';
+}
+
+export async function listClusters(runtime: ContainerRuntime): Promise<ClusterSummary[]> {
+  const containers = await runtime.listContainers([LABELS.cluster]);
+  const summaries: ClusterSummary[] = [];
+  for (const name of await clusterNames(runtime)) {
+    const own = containers.filter((c) => c.labels[LABELS.cluster] === name);
+    const controlPlane = own.find((c) => c.labels[LABELS.role] === 'control-plane');
+    const port = controlPlane?.labels[LABELS.apiPort];
+    summaries.push({
+      name,
+      state: summarizeState(own.map((c) => c.state)),
+      nodes: own.length,
+      kubernetesVersion: controlPlane?.labels[LABELS.kubernetesVersion] ?? '',
+      endpoint: port ? `https://127.0.0.1:${port}` : '',
+    });
+  }
+  return summaries;
+}
+
+export async function clusterKubeconfig(
+  runtime: ContainerRuntime,
+  name: string,
+  internal: boolean,
+): Promise<string> {
+  const controlPlane = controlPlaneName(name);
+  const info = await runtime.inspectContainer(controlPlane);
+  if (!info) throw new VindError(`cluster "${name}" does not exist: see \`vind list\``);
+  if (info.state !== 'running')
+    throw new VindError(`cluster "${name}" is not running: start or wake it first`);
+  const admin = await runtime.readFile(controlPlane, ADMIN_KUBECONFIG);
+  if (!admin) throw new VindError(`cluster "${name}" has no admin credentials yet: it is still starting`);
+  const server = internal
+    ? `https://${controlPlane}:${API_SERVER_PORT}`
+    : `https://127.0.0.1:${info.labels[LABELS.apiPort]}`;
+  return renderKubeconfig(credentialsFromKubeconfig(admin, contextName(name), server));
+}
+
+/** Copies host images into every node of a cluster: one `docker save`, imported by each node's containerd. */
+export async function loadImages(
+  runtime: ContainerRuntime,
+  name: string,
+  references: string[],
+  reporter: Reporter,
+): Promise<void> {
+  const nodes = (await runtime.listContainers([`${LABELS.cluster}=${name}`, `${LABELS.role}=worker`])).filter(
+    (c) => c.state === 'running',
+  );
+  if (nodes.length === 0) throw new VindError(`cluster "${name}" has no running worker: see \`vind list\``);
+  for (const reference of references) {
+    if (!(await runtime.inspectImage(reference))) {
+      throw new VindError(`image ${reference} is not in the host's Docker: pull or build it first`);
+    }
+  }
+  const scratch = await mkdtemp(join(tmpdir(), 'vind-load-'));
+  try {
+    const archive = join(scratch, 'images.tar');
+    await reporter.step(`save ${references.join(', ')}`, async () => {
+      await pipeline(await runtime.saveImages(references), createWriteStream(archive));
+    });
+    await reporter.step(`import into ${nodes.length} node${nodes.length > 1 ? 's' : ''}`, async () => {
+      await Promise.all(
+        nodes.map(async (node) => {
+          const result = await runtime.exec(
+            node.name,
+            ['ctr', '-n', 'k8s.io', 'images', 'import', '--platform', 'linux/amd64', '-'],
+            createReadStream(archive),
+          );
+          if (result.exitCode !== 0) {
+            throw new VindError(
+              `importing into ${node.name} failed: ${result.stderr.trim().split('\n').at(-1)}`,
+            );
+          }
+        }),
+      );
+    });
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}

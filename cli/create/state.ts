@@ -1,0 +1,74 @@
+// What the steps of `vind create` share: the inputs, the two outside worlds (a container runtime
+// and the new cluster's API) and what earlier steps found out for later ones.
+
+import type { JoinInfo } from '../../shared/contract.js';
+import type { ClusterCredentials } from '../../shared/kubeconfig.js';
+import {
+  apiReady,
+  deploymentAvailable,
+  isNodeReady,
+  type KubeTarget,
+  listNodes,
+} from '../../shared/kubernetes.js';
+import { PollTimeoutError, poll } from '../../shared/poll.js';
+import type { ClusterAddressPlan } from '../../shared/subnets.js';
+import { VindError } from '../../shared/errors.js';
+import type { ClusterConfig } from '../cluster-config.js';
+import type { ContainerRuntime, SecurityMode } from '../runtime/runtime.js';
+import type { StepContext } from './pipeline.js';
+
+/** The questions `create` asks the new cluster's API while it waits for readiness. */
+export interface ClusterReadiness {
+  apiReady(target: KubeTarget): Promise<boolean>;
+  readyNodes(target: KubeTarget): Promise<number>;
+  coreDnsAvailable(target: KubeTarget): Promise<boolean>;
+}
+
+export const kubernetesReadiness: ClusterReadiness = {
+  apiReady,
+  readyNodes: async (target) => (await listNodes(target)).filter(isNodeReady).length,
+  coreDnsAvailable: (target) => deploymentAvailable(target, 'kube-system', 'coredns'),
+};
+
+export interface CreateState {
+  config: ClusterConfig;
+  runtime: ContainerRuntime;
+  readiness: ClusterReadiness;
+  kubeconfigPath: string;
+  /** False with `--wait 0`: return once the API answers. */
+  waitForReady: boolean;
+
+  // Found out along the way.
+  securityMode?: SecurityMode;
+  apiPort?: number;
+  plan?: ClusterAddressPlan;
+  join?: JoinInfo;
+  adminKubeconfig?: string;
+  credentials?: ClusterCredentials;
+}
+
+/** A value an earlier step must have set; its absence is a bug in the order of the steps. */
+export function need<T>(value: T | undefined, what: string): T {
+  if (value === undefined) throw new Error(`create: ${what} is not known yet (a step ran out of order)`);
+  return value;
+}
+
+/** Polls within the run's deadline; running out of time says how to get more of it. */
+export async function waitWithin<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  context: StepContext,
+  intervalMs = 200,
+): Promise<T> {
+  try {
+    return await poll(what, probe, { deadline: context.deadline, signal: context.signal, intervalMs });
+  } catch (error) {
+    if (error instanceof PollTimeoutError) {
+      const reason = error.lastError ? ` (last: ${error.lastError})` : '';
+      throw new VindError(
+        `timed out waiting for ${what}${reason}: raise --wait, or keep the containers with --retain to look`,
+      );
+    }
+    throw error;
+  }
+}

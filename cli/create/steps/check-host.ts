@@ -1,0 +1,101 @@
+// Before anything is made: the engine answers, the name is free, the node image is there, the host
+// ports are free, and how node containers can run on this engine (privileged or capabilities).
+
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { LABELS, networkName } from '../../../shared/contract.js';
+import { VindError } from '../../../shared/errors.js';
+import type { ContainerRuntime, SecurityMode } from '../../runtime/runtime.js';
+import type { Step } from '../pipeline.js';
+import type { CreateState } from '../state.js';
+
+async function portIsFree(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, host, () => server.close(() => resolve(true)));
+  });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * inotify instances are counted per user across the host, and every node container runs as root.
+ * Measured: a control plane holds about 13, an idle worker 9, growing with its pods; 24 per worker
+ * leaves room for workloads. The default limit of 128 runs out at about five workers.
+ */
+export function inotifyWarning(limit: number, workers: number): string | undefined {
+  const needed = 16 + 24 * workers;
+  if (needed <= limit) return undefined;
+  return (
+    `fs.inotify.max_user_instances is ${limit}, low for ${workers} workers (about ${needed} needed); nodes ` +
+    'may fail with "too many open files": raise it with `sudo sysctl fs.inotify.max_user_instances=1024`'
+  );
+}
+
+async function inotifyLimit(): Promise<number | undefined> {
+  try {
+    return Number((await readFile('/proc/sys/fs/inotify/max_user_instances', 'utf8')).trim());
+  } catch {
+    return undefined; // not a Linux host: Docker runs in a VM whose limits are not visible from here
+  }
+}
+
+/** Privileged when the engine allows it, else the capability-based mode; VIND_NODE_SECURITY overrides. */
+export async function nodeSecurityMode(runtime: ContainerRuntime, image: string): Promise<SecurityMode> {
+  const forced = process.env.VIND_NODE_SECURITY;
+  if (forced === 'privileged' || forced === 'capabilities') return forced;
+  return (await runtime.canRunPrivileged(image)) ? 'privileged' : 'capabilities';
+}
+
+export const checkHost: Step<CreateState> = {
+  name: 'check host',
+  async run(state, { note, warn }) {
+    const { config, runtime } = state;
+    await runtime.ping();
+    const existing = await runtime.listContainers([`${LABELS.cluster}=${config.name}`]);
+    const network = (await runtime.listNetworks()).some((n) => n.name === networkName(config.name));
+    if (existing.length > 0 || network) {
+      throw new VindError(
+        `cluster "${config.name}" already exists: delete it with \`vind delete ${config.name}\` or choose another name`,
+      );
+    }
+    if (!(await runtime.inspectImage(config.image))) {
+      throw new VindError(
+        `node image ${config.image} is not built: build it with \`vind image build --kubernetes-version ${config.kubernetesVersion}\``,
+      );
+    }
+    const apiPort = config.apiServerPort || (await freePort());
+    const hostPorts = [
+      { hostPort: apiPort, listenAddress: '127.0.0.1', what: 'the API server' },
+      ...[config.controlPlane, ...config.workers].flatMap((n) =>
+        n.extraPortMappings.map((m) => ({ ...m, what: `port mapping ${m.hostPort}:${m.containerPort}` })),
+      ),
+    ];
+    for (const p of hostPorts) {
+      if (!(await portIsFree(p.hostPort, p.listenAddress))) {
+        throw new VindError(
+          `host port ${p.listenAddress}:${p.hostPort} for ${p.what} is already in use: choose another port`,
+        );
+      }
+    }
+    const limit = await inotifyLimit();
+    const warning = limit === undefined ? undefined : inotifyWarning(limit, config.workers.length);
+    if (warning) warn(warning);
+    state.securityMode = await nodeSecurityMode(runtime, config.image);
+    state.apiPort = apiPort;
+    note(
+      state.securityMode === 'privileged' ? 'privileged nodes' : 'nodes with capabilities, not privileged',
+    );
+  },
+};

@@ -1,0 +1,94 @@
+// Every container at once: the control plane, the workers and (if this host has none yet) the image
+// cache. Workers bring up containerd and their preloaded images while the control plane boots, and
+// join once it hands out the join information.
+
+import {
+  API_SERVER_PORT,
+  controlPlaneName,
+  encodeNodeEnv,
+  IMAGE_CACHE_URL,
+  LABELS,
+  networkName,
+  varVolumeName,
+  workerName,
+} from '../../../shared/contract.js';
+import { clusterNames } from '../../clusters.js';
+import { detachImageCache, ensureImageCache, removeImageCache } from '../../image-cache.js';
+import type { NodeRequest } from '../../runtime/runtime.js';
+import { allSettledOrThrow, type Step } from '../pipeline.js';
+import { type CreateState, need } from '../state.js';
+
+export function nodeRequests(state: CreateState): NodeRequest[] {
+  const { config } = state;
+  const plan = need(state.plan, 'the address plan');
+  const apiPort = need(state.apiPort, 'the API server port');
+  const common = {
+    cluster: config.name,
+    image: config.image,
+    securityMode: need(state.securityMode, 'the security mode'),
+    network: networkName(config.name),
+  };
+  const subnets = { podSubnet: config.podSubnet, serviceSubnet: config.serviceSubnet };
+  const controlPlane: NodeRequest = {
+    ...common,
+    name: controlPlaneName(config.name),
+    role: 'control-plane',
+    address: plan.controlPlane,
+    env: encodeNodeEnv({
+      role: 'control-plane',
+      nodeName: controlPlaneName(config.name),
+      nodeIp: plan.controlPlane,
+      ...subnets,
+      datastore: config.datastore.kind === 'sqlite' ? 'sqlite' : config.datastore.url,
+    }),
+    ports: [
+      { containerPort: API_SERVER_PORT, hostPort: apiPort, listenAddress: '127.0.0.1', protocol: 'TCP' },
+      ...config.controlPlane.extraPortMappings,
+    ],
+    labels: { [LABELS.kubernetesVersion]: config.kubernetesVersion, [LABELS.apiPort]: String(apiPort) },
+  };
+  const workers = config.workers.map((spec, index): NodeRequest => ({
+    ...common,
+    name: workerName(config.name, index),
+    role: 'worker',
+    address: plan.worker(index),
+    env: encodeNodeEnv({
+      role: 'worker',
+      nodeName: workerName(config.name, index),
+      nodeIp: plan.worker(index),
+      ...subnets,
+      labels: spec.labels,
+      imageCache: IMAGE_CACHE_URL,
+      join: { kind: 'file' },
+    }),
+    ports: spec.extraPortMappings,
+    labels: { [LABELS.kubernetesVersion]: config.kubernetesVersion },
+  }));
+  return [controlPlane, ...workers];
+}
+
+export const startContainers: Step<CreateState> = {
+  name: (state) => `start ${state.config.workers.length + 1} containers`,
+  async run(state, { undo }) {
+    const { runtime, config } = state;
+    const network = networkName(config.name);
+    undo(async () => {
+      await detachImageCache(runtime, network);
+      if ((await clusterNames(runtime)).every((other) => other === config.name)) {
+        await removeImageCache(runtime, false);
+      }
+    });
+    const requests = nodeRequests(state);
+    for (const request of requests) {
+      // Registered before the start: a half-made node (its volume only) is taken back too.
+      undo(async () => {
+        await runtime.removeContainer(request.name);
+        await runtime.removeVolume(varVolumeName(request.name));
+      });
+    }
+    await allSettledOrThrow([
+      ensureImageCache(runtime, config.image, network),
+      ...requests.map((request) => runtime.runNode(request)),
+    ]);
+  },
+};

@@ -1,0 +1,112 @@
+// Every flag vind gives the Docker Engine, in one place: how a node container runs (privileged where
+// the host allows it, else every capability the host has, with the devices, mounts and security
+// options a privileged container would get), how the image cache runs (the only container with the
+// Docker socket), and the throw-away probe. The rest of the code asks for "a node", never for flags.
+
+import type Docker from 'dockerode';
+import { IMAGE_CACHE, LABELS, VIND_VERSION, varVolumeName } from '../../shared/contract.js';
+import type { ImageCacheRequest, NodeRequest, PortMapping } from './runtime.js';
+
+/** The Engine API has CgroupnsMode since 1.41; the type definitions lag behind. */
+export type NodeHostConfig = Docker.HostConfig & { CgroupnsMode?: 'private' | 'host' };
+
+function portBindings(mappings: PortMapping[]): Record<string, { HostIp: string; HostPort: string }[]> {
+  const bindings: Record<string, { HostIp: string; HostPort: string }[]> = {};
+  for (const m of mappings) {
+    const key = `${m.containerPort}/${m.protocol.toLowerCase()}`;
+    (bindings[key] ??= []).push({ HostIp: m.listenAddress, HostPort: String(m.hostPort) });
+  }
+  return bindings;
+}
+
+export function nodeHostConfig(request: NodeRequest): NodeHostConfig {
+  const common: NodeHostConfig = {
+    CgroupnsMode: 'private',
+    // containerd's overlayfs snapshots cannot live on the container's own overlay.
+    Binds: [`${varVolumeName(request.name)}:/var`],
+    Tmpfs: { '/run': 'rw,nosuid,nodev,exec', '/tmp': 'rw,nosuid,nodev,exec' },
+    RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 },
+    PortBindings: portBindings(request.ports),
+    NetworkMode: request.network,
+    // tini inside the image is PID 1 and reaps; Docker's own init would stand in its place.
+    Init: false,
+  };
+  if (request.securityMode === 'privileged') {
+    return { ...common, Privileged: true, SecurityOpt: ['seccomp=unconfined', 'apparmor=unconfined'] };
+  }
+  return {
+    ...common,
+    CapAdd: ['ALL'],
+    // The one capability such hosts withhold; asking for it makes Docker refuse to start the node.
+    CapDrop: ['SYS_RESOURCE'],
+    SecurityOpt: ['seccomp=unconfined', 'apparmor=unconfined', 'label=disable'],
+    // The API form of `--security-opt systempaths=unconfined`: nothing under /proc or /sys masked.
+    MaskedPaths: [],
+    ReadonlyPaths: [],
+    DeviceCgroupRules: ['a *:* rwm'],
+    Devices: [
+      { PathOnHost: '/dev/kmsg', PathInContainer: '/dev/kmsg', CgroupPermissions: 'rwm' },
+      { PathOnHost: '/dev/net/tun', PathInContainer: '/dev/net/tun', CgroupPermissions: 'rwm' },
+    ],
+  };
+}
+
+export function nodeContainerSpec(request: NodeRequest): Docker.ContainerCreateOptions {
+  const hostConfig = nodeHostConfig(request);
+  return {
+    name: request.name,
+    Hostname: request.name,
+    Image: request.image,
+    Cmd: [request.role],
+    Env: request.env,
+    Labels: {
+      [LABELS.cluster]: request.cluster,
+      [LABELS.role]: request.role,
+      [LABELS.version]: VIND_VERSION,
+      ...request.labels,
+    },
+    ExposedPorts: Object.fromEntries(Object.keys(hostConfig.PortBindings ?? {}).map((k) => [k, {}])),
+    HostConfig: hostConfig,
+    NetworkingConfig: {
+      EndpointsConfig: { [request.network]: { IPAMConfig: { IPv4Address: request.address } } },
+    },
+    StopSignal: 'SIGTERM',
+    StopTimeout: 30,
+  };
+}
+
+/**
+ * The image cache: the Docker socket (it exports and pulls images through the host's engine), its
+ * blob volume, and the user's registry credentials read-only. No published port: nodes reach it by
+ * name on the cluster networks it is attached to.
+ */
+export function imageCacheContainerSpec(
+  request: ImageCacheRequest,
+  hostSocket: string,
+): Docker.ContainerCreateOptions {
+  return {
+    name: IMAGE_CACHE.container,
+    Image: request.image,
+    Cmd: ['image-cache'],
+    Labels: { [LABELS.role]: 'image-cache', [LABELS.version]: VIND_VERSION },
+    HostConfig: {
+      Binds: [
+        `${hostSocket}:${IMAGE_CACHE.dockerSocket}`,
+        `${IMAGE_CACHE.volume}:${IMAGE_CACHE.root}`,
+        ...(request.dockerConfig ? [`${request.dockerConfig}:${IMAGE_CACHE.dockerConfig}:ro`] : []),
+      ],
+      RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 },
+      NetworkMode: request.network,
+    },
+  };
+}
+
+/** A container that only starts and exits: whether the engine lets it run privileged. */
+export function privilegedProbeSpec(image: string): Docker.ContainerCreateOptions {
+  return {
+    Image: image,
+    Entrypoint: ['/bin/true'],
+    Labels: { [LABELS.role]: 'probe' },
+    HostConfig: { Privileged: true, AutoRemove: false },
+  };
+}

@@ -1,0 +1,129 @@
+// What vind asks of a container engine, in its own terms. The CLI sees only this interface: the
+// dockerode implementation (docker-runtime.ts) is one provider, and a fake one drives the create
+// pipeline in unit tests. Removal is idempotent everywhere: "no such object" is not an error.
+
+import type { Readable } from 'node:stream';
+import type { NodeRole } from '../../shared/contract.js';
+
+export type SecurityMode = 'privileged' | 'capabilities';
+
+export interface PortMapping {
+  containerPort: number;
+  hostPort: number;
+  listenAddress: string;
+  protocol: 'TCP' | 'UDP';
+}
+
+/** A node container (control plane or worker); the provider decides every engine flag. */
+export interface NodeRequest {
+  name: string;
+  cluster: string;
+  role: NodeRole;
+  image: string;
+  securityMode: SecurityMode;
+  network: string;
+  address: string;
+  /** The node's settings, encoded by the contract (`KEY=value`). */
+  env: string[];
+  ports: PortMapping[];
+  /** Extra labels beyond cluster, role and version. */
+  labels: Record<string, string>;
+}
+
+/** The per-host image cache container. */
+export interface ImageCacheRequest {
+  image: string;
+  network: string;
+  /** The user's Docker config file on the host, for registry credentials, if there is one. */
+  dockerConfig?: string;
+}
+
+export interface NetworkRequest {
+  name: string;
+  subnet: string;
+  gateway: string;
+  /** Docker's IPAM range for containers without a fixed address. */
+  ipRange: string;
+  labels: Record<string, string>;
+}
+
+export type ContainerState = 'created' | 'running' | 'paused' | 'restarting' | 'exited' | 'dead' | 'removing';
+
+export interface ContainerInfo {
+  id: string;
+  name: string;
+  state: ContainerState;
+  exitCode: number;
+  labels: Record<string, string>;
+  /** Names of the networks the container is attached to. */
+  networks: string[];
+}
+
+export interface NetworkInfo {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+  subnets: string[];
+}
+
+export interface VolumeInfo {
+  name: string;
+  labels: Record<string, string>;
+}
+
+export interface ImageInfo {
+  id: string;
+  labels: Record<string, string>;
+  size: number;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Label filters: `key` (has the label) or `key=value`. */
+export type LabelFilter = string[];
+
+export interface ContainerRuntime {
+  /** Where the engine is, for messages: `unix:///var/run/docker.sock (default socket)`. */
+  readonly endpoint: string;
+  /** Fails with one line that says how to reach an engine when this one does not answer. */
+  ping(): Promise<void>;
+  /** Whether this engine can run privileged containers (probed once per engine, then cached). */
+  canRunPrivileged(probeImage: string): Promise<boolean>;
+
+  inspectImage(reference: string): Promise<ImageInfo | undefined>;
+  /** `docker save` of images, as a tar stream. */
+  saveImages(references: string[]): Promise<Readable>;
+
+  createNetwork(request: NetworkRequest): Promise<void>;
+  removeNetwork(name: string): Promise<void>;
+  listNetworks(labels?: LabelFilter): Promise<NetworkInfo[]>;
+  /** Every IPv4 subnet any network on this engine uses. */
+  usedSubnets(): Promise<string[]>;
+  connectNetwork(network: string, container: string): Promise<void>;
+  disconnectNetwork(network: string, container: string): Promise<void>;
+  /** The host's own address on a bridge network, where host services are reached from containers. */
+  hostAddressOn(network: string): Promise<string>;
+
+  createVolume(name: string, labels: Record<string, string>): Promise<void>;
+  removeVolume(name: string): Promise<void>;
+  listVolumes(labels: LabelFilter): Promise<VolumeInfo[]>;
+
+  /** Creates and starts a node container (and its /var volume). */
+  runNode(request: NodeRequest): Promise<void>;
+  /** Creates and starts the image cache container (and its volume). */
+  runImageCache(request: ImageCacheRequest): Promise<void>;
+  startContainer(name: string): Promise<void>;
+  removeContainer(name: string): Promise<void>;
+  inspectContainer(name: string): Promise<ContainerInfo | undefined>;
+  listContainers(labels: LabelFilter): Promise<ContainerInfo[]>;
+  exec(container: string, command: string[], input?: Readable): Promise<ExecResult>;
+  /** A small file out of a running container, or undefined when it is not there. */
+  readFile(container: string, path: string): Promise<string | undefined>;
+  /** Writes a file into a running container whole (temporary name, then rename). */
+  writeFile(container: string, path: string, content: string): Promise<void>;
+  logs(container: string, tail: number): Promise<string>;
+}
