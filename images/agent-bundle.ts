@@ -8,7 +8,7 @@ import * as esbuild from 'esbuild';
 import { PROJECT_ROOT } from './project-root.js';
 
 /** Packages that belong to the host CLI only. */
-export const HOST_ONLY_PACKAGES = ['dockerode', 'zod', 'commander', 'docker-modem', 'tar-stream', 'undici'];
+export const HOST_ONLY_PACKAGES = ['dockerode', 'docker-modem', 'zod', 'commander', 'undici', 'esbuild'];
 
 export class AgentBundleError extends Error {}
 
@@ -18,31 +18,46 @@ export function packageOf(inputPath: string): string | undefined {
   return match?.[1];
 }
 
-/** Names the host-only packages in a bundle's inputs, each with a chain of imports that reached it. */
-export function forbiddenInputs(metafile: esbuild.Metafile): string[] {
+/** The package a bare import specifier names: `dockerode`, `@peculiar/x509`, not `./x.js`. */
+function packageOfSpecifier(specifier: string): string | undefined {
+  if (specifier.startsWith('.') || specifier.startsWith('/') || specifier.startsWith('node:'))
+    return undefined;
+  const parts = specifier.split('/');
+  return specifier.startsWith('@') ? parts.slice(0, 2).join('/') : parts[0];
+}
+
+/** The chain of project files through which the entry point reached `file`. */
+function importChain(metafile: esbuild.Metafile, file: string): string[] {
   const importers = new Map<string, string>();
   for (const [path, input] of Object.entries(metafile.inputs)) {
     for (const imported of input.imports)
       if (!importers.has(imported.path)) importers.set(imported.path, path);
   }
-  const found: string[] = [];
-  const seen = new Set<string>();
-  for (const path of Object.keys(metafile.inputs)) {
-    const pkg = packageOf(path);
-    if (!pkg || !HOST_ONLY_PACKAGES.includes(pkg) || seen.has(pkg)) continue;
-    seen.add(pkg);
-    const chain = [path];
-    for (let at = importers.get(path); at && chain.length < 12; at = importers.get(at)) chain.unshift(at);
-    found.push(`${pkg} (${chain.filter((p) => !packageOf(p)).join(' -> ')})`);
-  }
-  return found;
+  const chain = [file];
+  for (let at = importers.get(file); at && chain.length < 16; at = importers.get(at)) chain.unshift(at);
+  return chain;
 }
 
 export async function bundleNodeAgent(
   entryPoint = join(PROJECT_ROOT, 'node-agent', 'main.ts'),
 ): Promise<string> {
+  // Host-only packages are cut off where they are imported (left external) and noted with the
+  // importing file, so the build finishes and the guard can name how each one was reached.
+  const reached: { pkg: string; importer: string }[] = [];
+  const guard: esbuild.Plugin = {
+    name: 'host-only-packages',
+    setup(build) {
+      build.onResolve({ filter: /^[^./]/ }, (args) => {
+        const pkg = packageOfSpecifier(args.path);
+        if (!pkg || !HOST_ONLY_PACKAGES.includes(pkg)) return undefined;
+        reached.push({ pkg, importer: args.importer });
+        return { path: args.path, external: true };
+      });
+    },
+  };
   const result = await esbuild.build({
     entryPoints: [entryPoint],
+    absWorkingDir: PROJECT_ROOT,
     bundle: true,
     platform: 'node',
     target: 'node18',
@@ -50,14 +65,22 @@ export async function bundleNodeAgent(
     write: false,
     metafile: true,
     legalComments: 'none',
+    plugins: [guard],
     banner: {
       js: "import { createRequire as __vindRequire } from 'node:module'; const require = __vindRequire(import.meta.url);",
     },
     logLevel: 'silent',
   });
-  const forbidden = forbiddenInputs(result.metafile);
-  if (forbidden.length > 0) {
-    throw new AgentBundleError(`the node agent bundle pulls in host-only packages: ${forbidden.join('; ')}`);
+  if (reached.length > 0) {
+    const relative = (path: string) =>
+      path.startsWith(PROJECT_ROOT) ? path.slice(PROJECT_ROOT.length + 1) : path;
+    const found = reached.map(({ pkg, importer }) => {
+      const chain = importChain(result.metafile, relative(importer));
+      return `${pkg} (${chain.join(' -> ')})`;
+    });
+    throw new AgentBundleError(
+      `the node agent bundle pulls in host-only packages: ${[...new Set(found)].join('; ')}`,
+    );
   }
   return result.outputFiles[0]!.text;
 }

@@ -50,15 +50,19 @@ export interface CreatedCluster {
   kubeconfigPath: string;
 }
 
-export async function createCluster(options: CreateOptions): Promise<CreatedCluster> {
-  const { config } = options;
-  const state: CreateState = {
-    config,
+export function initialState(options: CreateOptions): CreateState {
+  return {
+    config: options.config,
     runtime: options.runtime,
     readiness: options.readiness ?? kubernetesReadiness,
     kubeconfigPath: options.kubeconfig ?? kubeconfigPath(),
     waitForReady: options.waitMs !== 0,
   };
+}
+
+export async function createCluster(options: CreateOptions): Promise<CreatedCluster> {
+  const { config } = options;
+  const state = initialState(options);
   const budget = options.waitMs === 0 ? API_ONLY_WAIT_MS : (options.waitMs ?? DEFAULT_WAIT_MS);
   await runPipeline(CREATE_STEPS, state, {
     reporter: options.reporter ?? consoleReporter(),

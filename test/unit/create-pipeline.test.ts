@@ -1,0 +1,221 @@
+// `vind create` against a fake runtime: every step, made to fail or interrupted, leaves nothing.
+
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { resolveClusterConfig } from '../../cli/cluster-config.js';
+import { CREATE_STEPS, createCluster, initialState } from '../../cli/create/create.js';
+import { allSettledOrThrow, runPipeline, type Step } from '../../cli/create/pipeline.js';
+import type { ClusterReadiness, CreateState } from '../../cli/create/state.js';
+import type { Reporter } from '../../cli/progress.js';
+import { InterruptedError, VindError } from '../../shared/errors.js';
+import { FakeRuntime } from '../support/fake-runtime.js';
+
+const ready: ClusterReadiness = {
+  apiReady: async () => true,
+  readyNodes: async () => 2,
+  coreDnsAvailable: async () => true,
+};
+
+function quietReporter(lines: string[] = []): Reporter {
+  return {
+    async step(name, work) {
+      lines.push(name);
+      return work(() => undefined);
+    },
+    info: () => undefined,
+    warn: (m) => lines.push(`warning: ${m}`),
+  };
+}
+
+let scratch: string;
+let kubeconfig: string;
+
+beforeEach(async () => {
+  scratch = await mkdtemp(join(tmpdir(), 'vind-create-'));
+  kubeconfig = join(scratch, 'config');
+});
+
+afterEach(async () => {
+  await rm(scratch, { recursive: true, force: true });
+});
+
+function options(runtime: FakeRuntime, signal = new AbortController().signal) {
+  const config = resolveClusterConfig({
+    flags: { name: 'unit', workers: '2' },
+    defaultKubernetesVersion: 'v1.36.3',
+  });
+  return { config, runtime, readiness: ready, kubeconfig, retain: false, signal, reporter: quietReporter() };
+}
+
+async function kubeconfigText(): Promise<string> {
+  return readFile(kubeconfig, 'utf8').catch(() => '');
+}
+
+describe('create against a fake runtime', () => {
+  it('runs every step and makes the cluster', async () => {
+    const runtime = new FakeRuntime();
+    const lines: string[] = [];
+    const created = await createCluster({ ...options(runtime), reporter: quietReporter(lines) });
+    expect(lines).toEqual([
+      'check host',
+      'create network',
+      'start 3 containers',
+      'start control plane',
+      'join 2 workers',
+      'write kubeconfig',
+      'wait for the API server',
+      'wait for nodes Ready',
+      'wait for CoreDNS',
+    ]);
+    expect(created.context).toBe('vind-unit');
+    expect(runtime.leftovers().sort()).toEqual([
+      'container unit-control-plane',
+      'container unit-worker',
+      'container unit-worker2',
+      'container vind-image-cache',
+      'network vind-unit',
+      'volume unit-control-plane-var',
+      'volume unit-worker-var',
+      'volume unit-worker2-var',
+      'volume vind-image-cache',
+    ]);
+    expect(await kubeconfigText()).toContain('vind-unit');
+  });
+
+  for (const [index, step] of CREATE_STEPS.entries()) {
+    const name =
+      typeof step.name === 'string' ? step.name : step.name(initialState(options(new FakeRuntime())));
+
+    it(`leaves nothing behind when "${name}" fails after doing its work`, async () => {
+      const runtime = new FakeRuntime();
+      const failing: Step<CreateState>[] = CREATE_STEPS.map((s, i) =>
+        i === index
+          ? {
+              ...s,
+              async run(state, context) {
+                await s.run(state, context);
+                throw new VindError(`${name} broke`);
+              },
+            }
+          : s,
+      );
+      const state = initialState(options(runtime));
+      await expect(
+        runPipeline(failing, state, {
+          reporter: quietReporter(),
+          signal: new AbortController().signal,
+          deadline: Date.now() + 10_000,
+          retain: false,
+        }),
+      ).rejects.toThrow(`${name} broke`);
+      expect(runtime.leftovers()).toEqual([]);
+      expect(await kubeconfigText()).not.toContain('vind-unit');
+    });
+
+    it(`leaves nothing behind when Ctrl-C comes during "${name}"`, async () => {
+      const runtime = new FakeRuntime();
+      const controller = new AbortController();
+      const interrupted: Step<CreateState>[] = CREATE_STEPS.map((s, i) =>
+        i === index
+          ? {
+              ...s,
+              async run(state, context) {
+                await s.run(state, context);
+                controller.abort();
+              },
+            }
+          : s,
+      );
+      await expect(
+        runPipeline(interrupted, initialState(options(runtime, controller.signal)), {
+          reporter: quietReporter(),
+          signal: controller.signal,
+          deadline: Date.now() + 10_000,
+          retain: false,
+        }),
+      ).rejects.toBeInstanceOf(InterruptedError);
+      expect(runtime.leftovers()).toEqual([]);
+      expect(await kubeconfigText()).not.toContain('vind-unit');
+    });
+  }
+
+  it('waits for every container of a parallel start before undoing, so a slow one is removed too', async () => {
+    const runtime = new FakeRuntime();
+    runtime.failWhen = (method, subject) =>
+      method === 'runNode' && subject === 'unit-worker' ? new Error('worker refused') : undefined;
+    // The control plane is still being made when the worker fails.
+    runtime.delayOf = (method, subject) =>
+      method === 'runNode' && subject === 'unit-control-plane' ? 100 : 0;
+    await expect(createCluster(options(runtime))).rejects.toThrow('worker refused');
+    expect(runtime.calls).toContain('runNode unit-control-plane');
+    expect(runtime.leftovers()).toEqual([]);
+  });
+
+  it('keeps everything with --retain, and says how to remove it', async () => {
+    const runtime = new FakeRuntime();
+    runtime.failWhen = (method) => (method === 'writeFile' ? new Error('join refused') : undefined);
+    const lines: string[] = [];
+    await expect(
+      createCluster({ ...options(runtime), retain: true, reporter: quietReporter(lines) }),
+    ).rejects.toThrow('join refused');
+    expect(runtime.leftovers()).toContain('container unit-control-plane');
+    expect(lines.at(-1)).toBe(
+      'warning: keeping the containers of "unit" (--retain); remove them with `vind delete unit`',
+    );
+  });
+
+  it('refuses a name in use, before making anything', async () => {
+    const runtime = new FakeRuntime();
+    await createCluster(options(runtime));
+    const before = runtime.leftovers();
+    await expect(createCluster(options(runtime))).rejects.toThrow(
+      'cluster "unit" already exists: delete it with `vind delete unit` or choose another name',
+    );
+    expect(runtime.leftovers()).toEqual(before);
+  });
+
+  it('spends one deadline for the whole run: a node that never gets ready fails the run in time', async () => {
+    const runtime = new FakeRuntime();
+    // Workers never report ready: their join file is written but the agent stays "starting".
+    runtime.writeFile = async () => undefined;
+    await expect(createCluster({ ...options(runtime), waitMs: 600 })).rejects.toThrow(
+      /timed out waiting for unit-worker2? to start.*raise --wait/,
+    );
+    expect(runtime.leftovers()).toEqual([]);
+  });
+
+  it('reads a failed node status as the reason, at once', async () => {
+    const runtime = new FakeRuntime();
+    const original = runtime.runNode.bind(runtime);
+    runtime.runNode = async (request) => {
+      await original(request);
+      if (request.role === 'control-plane') {
+        runtime.containers
+          .get(request.name)!
+          .files.set(
+            '/run/vind/status',
+            JSON.stringify({ phase: 'failed', message: 'datastore db:5432 cannot be reached', at: '' }),
+          );
+      }
+    };
+    await expect(createCluster(options(runtime))).rejects.toThrow(
+      'unit-control-plane: datastore db:5432 cannot be reached',
+    );
+    expect(runtime.leftovers()).toEqual([]);
+  });
+});
+
+describe('allSettledOrThrow', () => {
+  it('throws the first failure only after every branch settled', async () => {
+    const order: string[] = [];
+    await expect(
+      allSettledOrThrow([
+        Promise.reject(new Error('first')),
+        new Promise((resolve) => setTimeout(() => resolve(order.push('slow done')), 30)),
+      ]),
+    ).rejects.toThrow('first');
+    expect(order).toEqual(['slow done']);
+  });
+});
