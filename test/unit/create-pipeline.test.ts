@@ -84,32 +84,42 @@ describe('create against a fake runtime', () => {
     expect(await kubeconfigText()).toContain('vind-unit');
   });
 
+  /** Runs create's steps with `after` run right after step `index` has done its work. */
+  async function runWith(
+    index: number,
+    after: () => void,
+    runtime: FakeRuntime,
+    controller: AbortController,
+  ) {
+    const steps: Step<CreateState>[] = CREATE_STEPS.map((s, i) =>
+      i === index
+        ? {
+            ...s,
+            async run(state, context) {
+              await s.run(state, context);
+              after();
+            },
+          }
+        : s,
+    );
+    return runPipeline(steps, initialState(options(runtime, controller.signal)), {
+      reporter: quietReporter(),
+      signal: controller.signal,
+      deadline: Date.now() + 10_000,
+      retain: false,
+    });
+  }
+
   for (const [index, step] of CREATE_STEPS.entries()) {
     const name =
       typeof step.name === 'string' ? step.name : step.name(initialState(options(new FakeRuntime())));
 
     it(`leaves nothing behind when "${name}" fails after doing its work`, async () => {
       const runtime = new FakeRuntime();
-      const failing: Step<CreateState>[] = CREATE_STEPS.map((s, i) =>
-        i === index
-          ? {
-              ...s,
-              async run(state, context) {
-                await s.run(state, context);
-                throw new VindError(`${name} broke`);
-              },
-            }
-          : s,
-      );
-      const state = initialState(options(runtime));
-      await expect(
-        runPipeline(failing, state, {
-          reporter: quietReporter(),
-          signal: new AbortController().signal,
-          deadline: Date.now() + 10_000,
-          retain: false,
-        }),
-      ).rejects.toThrow(`${name} broke`);
+      const fail = () => {
+        throw new VindError(`${name} broke`);
+      };
+      await expect(runWith(index, fail, runtime, new AbortController())).rejects.toThrow(`${name} broke`);
       expect(runtime.leftovers()).toEqual([]);
       expect(await kubeconfigText()).not.toContain('vind-unit');
     });
@@ -117,25 +127,9 @@ describe('create against a fake runtime', () => {
     it(`leaves nothing behind when Ctrl-C comes during "${name}"`, async () => {
       const runtime = new FakeRuntime();
       const controller = new AbortController();
-      const interrupted: Step<CreateState>[] = CREATE_STEPS.map((s, i) =>
-        i === index
-          ? {
-              ...s,
-              async run(state, context) {
-                await s.run(state, context);
-                controller.abort();
-              },
-            }
-          : s,
+      await expect(runWith(index, () => controller.abort(), runtime, controller)).rejects.toBeInstanceOf(
+        InterruptedError,
       );
-      await expect(
-        runPipeline(interrupted, initialState(options(runtime, controller.signal)), {
-          reporter: quietReporter(),
-          signal: controller.signal,
-          deadline: Date.now() + 10_000,
-          retain: false,
-        }),
-      ).rejects.toBeInstanceOf(InterruptedError);
       expect(runtime.leftovers()).toEqual([]);
       expect(await kubeconfigText()).not.toContain('vind-unit');
     });
@@ -150,6 +144,8 @@ describe('create against a fake runtime', () => {
       method === 'runNode' && subject === 'unit-control-plane' ? 100 : 0;
     await expect(createCluster(options(runtime))).rejects.toThrow('worker refused');
     expect(runtime.calls).toContain('runNode unit-control-plane');
+    // Had create undone at the first failure, the control plane would turn up after the undo.
+    await new Promise((resolve) => setTimeout(resolve, 200));
     expect(runtime.leftovers()).toEqual([]);
   });
 
