@@ -1,12 +1,13 @@
 // The user's kubeconfig: a cluster's entries are merged in on create and removed on delete, as kind does.
 // The file is edited as a YAML document, so comments and entries of other clusters stay as they were.
 
-import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, realpath, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, realpath, unlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { basename, delimiter, dirname, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { type Document, isMap, isScalar, isSeq, parseDocument, YAMLSeq } from 'yaml';
+import { writeFileAtomic } from '../shared/atomic-write.js';
 import { VindError } from '../shared/errors.js';
+import { PermanentError, poll, PollTimeoutError } from '../shared/poll.js';
 import {
   type ClusterCredentials,
   KUBECONFIG_SECTIONS,
@@ -121,25 +122,9 @@ async function resolveTarget(path: string): Promise<string> {
   }
 }
 
-/** Temp file in the same directory, then rename: readers never see half a file, and a crash leaves the old one. */
-async function writeAtomically(path: string, text: string): Promise<void> {
-  const temp = join(
-    dirname(path),
-    `.${basename(path)}.vind-${process.pid}-${randomBytes(4).toString('hex')}`,
-  );
-  const handle = await open(temp, 'wx', 0o600);
-  try {
-    await handle.writeFile(text, 'utf8');
-    await handle.sync();
-    await handle.close();
-    // The umask cannot widen 0600, but an explicit chmod keeps the mode independent of it.
-    await chmod(temp, 0o600);
-    await rename(temp, path);
-  } catch (error) {
-    await handle.close().catch(() => undefined);
-    await unlink(temp).catch(() => undefined);
-    throw error;
-  }
+/** A crash leaves the old file; the file stays readable by its owner only. */
+function writeAtomically(path: string, text: string): Promise<void> {
+  return writeFileAtomic(path, text, { mode: 0o600, sync: true });
 }
 
 const LOCK_WAIT_MS = 5000;
@@ -150,20 +135,25 @@ const LOCK_WAIT_MS = 5000;
  */
 async function withLock<T>(path: string, action: () => Promise<T>): Promise<T> {
   const lock = `${path}.lock`;
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      await (await open(lock, 'wx', 0o600)).close();
-      break;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      if (Date.now() >= deadline) {
-        throw new VindError(
-          `kubeconfig ${path} is locked by ${lock}: if no kubectl or vind is running, remove that file and try again`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+  try {
+    await poll(
+      `the kubeconfig lock ${lock}`,
+      async () => {
+        try {
+          await (await open(lock, 'wx', 0o600)).close();
+          return true;
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
+          throw new PermanentError((error as Error).message);
+        }
+      },
+      { timeoutMs: LOCK_WAIT_MS, intervalMs: 100 },
+    );
+  } catch (error) {
+    if (!(error instanceof PollTimeoutError)) throw error;
+    throw new VindError(
+      `kubeconfig ${path} is locked by ${lock}: if no kubectl or vind is running, remove that file and try again`,
+    );
   }
   try {
     return await action();

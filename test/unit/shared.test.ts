@@ -1,0 +1,190 @@
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeFileAtomic } from '../../shared/atomic-write.js';
+import {
+  clusterDnsAddress,
+  decodeNodeEnv,
+  encodeNodeEnv,
+  kubernetesServiceAddress,
+  parseJoinInfo,
+  parseNodeStatus,
+  type NodeSettings,
+} from '../../shared/contract.js';
+import { InterruptedError } from '../../shared/errors.js';
+import {
+  familiarRepository,
+  parseImageReference,
+  qualifiedReference,
+  repositoryAndTag,
+} from '../../shared/image-reference.js';
+import { PermanentError, poll, PollTimeoutError } from '../../shared/poll.js';
+
+function envRecord(entries: string[]): Record<string, string> {
+  return Object.fromEntries(entries.map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]));
+}
+
+describe('node settings as container environment', () => {
+  const common = {
+    nodeName: 'dev-worker',
+    nodeIp: '172.30.0.3',
+    podSubnet: '10.244.0.0/16',
+    serviceSubnet: '10.96.0.0/16',
+  };
+
+  it.each<NodeSettings>([
+    { ...common, nodeName: 'dev-control-plane', role: 'control-plane', datastore: 'sqlite' },
+    {
+      ...common,
+      role: 'worker',
+      labels: { tier: 'web' },
+      imageCache: 'http://c:5000',
+      join: { kind: 'file' },
+    },
+    { ...common, role: 'worker', labels: {}, join: { kind: 'none' } },
+    {
+      ...common,
+      role: 'worker',
+      labels: {},
+      join: {
+        kind: 'inline',
+        join: { server: 'https://172.30.0.2:6443', token: 'a.b', caCertHash: 'sha256:0' },
+      },
+    },
+  ])('reads back what was written ($role, join $join.kind)', (settings) => {
+    expect(decodeNodeEnv(settings.role, envRecord(encodeNodeEnv(settings)))).toEqual(settings);
+  });
+
+  it('names a missing value', () => {
+    expect(() => decodeNodeEnv('worker', { VIND_NODE_NAME: 'x' })).toThrow(
+      'VIND_NODE_IP is not set: the worker cannot start without it',
+    );
+  });
+
+  it('refuses labels that are not JSON', () => {
+    expect(() =>
+      decodeNodeEnv('worker', { VIND_NODE_NAME: 'x', VIND_NODE_IP: '1.2.3.4', VIND_NODE_LABELS: '{' }),
+    ).toThrow(/VIND_NODE_LABELS is not a JSON object/);
+  });
+});
+
+describe('contract files', () => {
+  it('reads a status, and nothing from half a file or an unknown phase', () => {
+    expect(parseNodeStatus('{"phase":"ready","message":"ok","at":"t"}')).toEqual({
+      phase: 'ready',
+      message: 'ok',
+      at: 't',
+    });
+    expect(parseNodeStatus('{"phase":"rea')).toBeUndefined();
+    expect(parseNodeStatus('{"phase":"sleeping"}')).toBeUndefined();
+    expect(parseNodeStatus(undefined)).toBeUndefined();
+  });
+
+  it('refuses join information without its parts', () => {
+    expect(() => parseJoinInfo('{"server":"https://x:6443"}')).toThrow(/lacks server, token or caCertHash/);
+  });
+
+  it('puts the kubernetes Service first and cluster DNS tenth in the Service network', () => {
+    expect(kubernetesServiceAddress('10.96.0.0/16')).toBe('10.96.0.1');
+    expect(clusterDnsAddress('10.97.0.0/16')).toBe('10.97.0.10');
+  });
+});
+
+describe('parseImageReference', () => {
+  it.each([
+    ['busybox', { registry: 'docker.io', repository: 'library/busybox', tag: undefined, digest: undefined }],
+    ['user/app:1.2', { registry: 'docker.io', repository: 'user/app', tag: '1.2', digest: undefined }],
+    [
+      'localhost:5000/team/app:v1',
+      { registry: 'localhost:5000', repository: 'team/app', tag: 'v1', digest: undefined },
+    ],
+    [
+      `ghcr.io/o/app@sha256:${'a'.repeat(64)}`,
+      { registry: 'ghcr.io', repository: 'o/app', tag: undefined, digest: `sha256:${'a'.repeat(64)}` },
+    ],
+    [
+      `registry:5000/app:v2@sha256:${'b'.repeat(64)}`,
+      { registry: 'registry:5000', repository: 'app', tag: 'v2', digest: `sha256:${'b'.repeat(64)}` },
+    ],
+  ])('%s', (reference, expected) => {
+    expect(parseImageReference(reference)).toEqual(expected);
+  });
+
+  it('keeps a digest intact where a tag parser would cut it at its colon', () => {
+    const digest = `sha256:${'c'.repeat(64)}`;
+    expect(repositoryAndTag(`app@${digest}`)).toEqual(['app', 'latest']);
+    expect(qualifiedReference(`app@${digest}`)).toBe(`docker.io/library/app@${digest}`);
+    expect(familiarRepository(parseImageReference('docker.io/library/nginx'))).toBe('nginx');
+  });
+
+  it('refuses what is not a reference, naming the part', () => {
+    expect(() => parseImageReference('')).toThrow('invalid image reference "": it is empty');
+    expect(() => parseImageReference('Upper/app')).toThrow(/"Upper" is not a valid repository name part/);
+    expect(() => parseImageReference('app@sha256:short')).toThrow(/is not a digest/);
+  });
+});
+
+describe('poll', () => {
+  it('returns the first answer, keeping the last reason while it waits', async () => {
+    let calls = 0;
+    const value = await poll(
+      'three tries',
+      async () => {
+        calls++;
+        if (calls < 3) throw new Error(`not yet ${calls}`);
+        return calls;
+      },
+      { timeoutMs: 1000, intervalMs: 1 },
+    );
+    expect(value).toBe(3);
+  });
+
+  it('names what it waited for and the last reason when time runs out', async () => {
+    const waiting = poll(
+      'the moon',
+      async () => {
+        throw new Error('still full');
+      },
+      { timeoutMs: 30, intervalMs: 5 },
+    );
+    await expect(waiting).rejects.toBeInstanceOf(PollTimeoutError);
+    await expect(waiting).rejects.toThrow(/waiting for the moon: still full/);
+  });
+
+  it('stops at once on a permanent error or an abort', async () => {
+    await expect(
+      poll('x', async () => Promise.reject(new PermanentError('hash mismatch')), { timeoutMs: 10_000 }),
+    ).rejects.toThrow('hash mismatch');
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 20);
+    await expect(
+      poll('y', async () => undefined, { timeoutMs: 10_000, intervalMs: 5_000, signal: controller.signal }),
+    ).rejects.toBeInstanceOf(InterruptedError);
+  });
+});
+
+describe('writeFileAtomic', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'vind-atomic-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('replaces a file whole, with the exact mode, leaving no temporary file', async () => {
+    const path = join(dir, 'status');
+    await writeFileAtomic(path, 'one', { mode: 0o600 });
+    await writeFileAtomic(path, 'two', { mode: 0o600, sync: true });
+    expect(await readFile(path, 'utf8')).toBe('two');
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    expect(await readdir(dir)).toEqual(['status']);
+  });
+
+  it('leaves the old file and no temporary one when the write fails', async () => {
+    await expect(writeFileAtomic(join(dir, 'missing', 'file'), 'x')).rejects.toThrow();
+    await writeFileAtomic(join(dir, 'made', 'file'), 'x', { createDirectory: true });
+    expect(await readFile(join(dir, 'made', 'file'), 'utf8')).toBe('x');
+  });
+});
