@@ -14,6 +14,7 @@ import {
   clusterDnsAddress,
   type ControlPlaneSettings,
   COREDNS_IMAGE,
+  DATASTORE_URL_FILE,
   decodeNodeEnv,
   type JoinInfo,
   JOIN_FILE,
@@ -94,19 +95,24 @@ async function checkReachable(host: string, port: number): Promise<void> {
 }
 
 /** Starts kine where the API server needs it, and returns the etcd endpoint for the API server. */
-async function startDatastore(supervisor: Supervisor, url: string): Promise<string> {
-  // The same parser that validated the URL in the CLI: one reading of every datastore form.
-  const datastore = parseDatastoreUrl(url);
+async function startDatastore(
+  supervisor: Supervisor,
+  source: ControlPlaneSettings['datastore'],
+): Promise<string> {
   const args = ['--listen-address=127.0.0.1:2379', '--metrics-bind-address=127.0.0.1:2380'];
-  if (datastore.kind === 'sqlite') {
+  let endpoint = `sqlite://${STATE_DIR}/kine/state.db?_journal=WAL&cache=shared&_busy_timeout=30000`;
+  if (source === 'sqlite') {
     await mkdir(`${STATE_DIR}/kine`, { recursive: true });
-    args.push(`--endpoint=sqlite://${STATE_DIR}/kine/state.db?_journal=WAL&cache=shared&_busy_timeout=30000`);
   } else {
+    // The same parser that validated the URL in the CLI: one reading of every datastore form.
+    const datastore = parseDatastoreUrl((await readFile(DATASTORE_URL_FILE, 'utf8')).trim());
+    if (datastore.kind === 'sqlite') throw new Error(`${DATASTORE_URL_FILE} names no external datastore`);
     await checkReachable(datastore.host, datastore.port);
     if (datastore.kind === 'etcd') return datastore.url.replace(/^etcd:\/\//, 'http://');
-    args.push(`--endpoint=${datastore.url}`);
+    endpoint = datastore.url;
   }
-  supervisor.start({ name: 'kine', command: 'kine', args });
+  // In kine's environment, not its arguments: `ps` on the host shows arguments to everyone.
+  supervisor.start({ name: 'kine', command: 'kine', args, env: { KINE_ENDPOINT: endpoint } });
   return 'http://127.0.0.1:2379';
 }
 

@@ -49,6 +49,11 @@ export const STATUS_FILE = '/run/vind/status';
 export const JOIN_FILE = `${STATE_DIR}/join.json`;
 /** Admin credentials for the API server at the control plane's address on the cluster network. */
 export const ADMIN_KUBECONFIG = `${STATE_DIR}/admin.conf`;
+/**
+ * On the control plane: an external datastore's URL, passwords included, readable by root only. Put
+ * there by the CLI before the container starts, so no password shows in `docker inspect` or `ps`.
+ */
+export const DATASTORE_URL_FILE = `${STATE_DIR}/datastore.url`;
 
 export function networkName(cluster: string): string {
   return `vind-${cluster}`;
@@ -159,8 +164,8 @@ interface CommonNodeSettings {
 
 export interface ControlPlaneSettings extends CommonNodeSettings {
   role: 'control-plane';
-  /** `sqlite`, or the URL of an external datastore. */
-  datastore: string;
+  /** The embedded SQLite, or an external datastore whose URL is in DATASTORE_URL_FILE. */
+  datastore: 'sqlite' | 'external';
 }
 
 /** How a worker learns where to join: now, later from JOIN_FILE, or not at all (a bare runtime). */
@@ -227,7 +232,11 @@ export function decodeNodeEnv(role: NodeRole, env: Record<string, string | undef
     serviceSubnet: env[ENV.serviceSubnet] || DEFAULT_SERVICE_SUBNET,
   };
   if (role === 'control-plane') {
-    return { ...common, role, datastore: env[ENV.datastore] || 'sqlite' };
+    const datastore = env[ENV.datastore] || 'sqlite';
+    if (datastore !== 'sqlite' && datastore !== 'external') {
+      throw new Error(`${ENV.datastore} is "${datastore}": use sqlite or external`);
+    }
+    return { ...common, role, datastore };
   }
   let join: JoinSource = { kind: 'none' };
   if (env[ENV.joinServer]) {

@@ -9,6 +9,7 @@ import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import Docker from 'dockerode';
+import tar from 'tar-stream';
 import { IMAGE_CACHE, LABELS } from '../../shared/contract.js';
 import { VindError } from '../../shared/errors.js';
 import { repositoryAndTag } from '../../shared/image-reference.js';
@@ -17,6 +18,7 @@ import { cacheDir } from '../paths.js';
 import { imageCacheContainerSpec, nodeContainerSpec, privilegedProbeSpec } from './container-specs.js';
 import { type DiscoveredDocker, discoverDockerEndpoint } from './discovery.js';
 import type {
+  ContainerFile,
   ContainerInfo,
   ContainerRuntime,
   ContainerState,
@@ -297,6 +299,7 @@ export class DockerRuntime implements ContainerRuntime {
     const volume = (spec.HostConfig?.Binds?.[0] ?? '').split(':')[0]!;
     await this.createVolume(volume, { [LABELS.cluster]: request.cluster, [LABELS.role]: request.role });
     const container = await this.client.createContainer(spec);
+    if (request.files?.length) await container.putArchive(filesArchive(request.files), { path: '/' });
     await container.start();
   }
 
@@ -404,6 +407,23 @@ export class DockerRuntime implements ContainerRuntime {
       .logs({ stdout: true, stderr: true, tail, follow: false })) as unknown as Buffer;
     return demuxBuffer(buffer);
   }
+}
+
+/** Files as a tar stream for the Engine's archive upload, owned by root, parents included. */
+function filesArchive(files: ContainerFile[]): Readable {
+  const pack = tar.pack();
+  const folders = new Set<string>();
+  for (const file of files) {
+    const parts = file.path.replace(/^\//, '').split('/');
+    for (let i = 1; i < parts.length; i++) folders.add(parts.slice(0, i).join('/'));
+  }
+  for (const folder of [...folders].sort())
+    pack.entry({ name: folder, type: 'directory', mode: 0o755, uid: 0, gid: 0 });
+  for (const file of files) {
+    pack.entry({ name: file.path.replace(/^\//, ''), mode: file.mode, uid: 0, gid: 0 }, file.content);
+  }
+  pack.finalize();
+  return pack as unknown as Readable;
 }
 
 /** Docker multiplexes stdout and stderr in 8-byte-framed chunks when no TTY is attached. */

@@ -14,6 +14,13 @@ export interface PortMapping {
   protocol: 'TCP' | 'UDP';
 }
 
+/** A file put into a container before it starts (a secret that must not travel as environment). */
+export interface ContainerFile {
+  path: string;
+  content: string;
+  mode: number;
+}
+
 /** A node container (control plane or worker); the provider decides every engine flag. */
 export interface NodeRequest {
   name: string;
@@ -28,6 +35,7 @@ export interface NodeRequest {
   ports: PortMapping[];
   /** Extra labels beyond cluster, role and version. */
   labels: Record<string, string>;
+  files?: ContainerFile[];
 }
 
 /** The per-host image cache container. */

@@ -8,6 +8,7 @@ import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createClusterOnDatastore,
+  docker,
   execInContainer,
   hostAddressOnDefaultBridge,
   removeByLabel,
@@ -101,5 +102,20 @@ describe('an external PostgreSQL datastore', () => {
       '/var/lib/vind/kine/state.db',
     ]);
     expect(sqlite.exitCode).not.toBe(0);
+  });
+
+  it('keeps the password out of `docker inspect` and out of `ps` on the host', async () => {
+    const controlPlane = `${cluster}-control-plane`;
+    const inspected = JSON.stringify(await docker().getContainer(controlPlane).inspect());
+    // Positive control: the inspection does carry the datastore's address, so it is the right object.
+    expect(inspected).toContain('VIND_DATASTORE=external');
+    expect(inspected).not.toContain(PASSWORD);
+    // The host's process list holds the nested kine and API server processes.
+    const processes = await execa('ps', ['-eo', 'args', '-ww']);
+    expect(processes.stdout).toMatch(/\bkine\b/);
+    expect(processes.stdout).not.toContain(PASSWORD);
+    // Where it is: one file, readable by root only.
+    const file = await execInContainer(controlPlane, ['stat', '-c', '%a %U', '/var/lib/vind/datastore.url']);
+    expect(file.stdout.trim()).toBe('600 root');
   });
 });

@@ -163,6 +163,7 @@ export class FakeRuntime implements ContainerRuntime {
       { [LABELS.cluster]: request.cluster, [LABELS.role]: request.role, ...request.labels },
       request.network,
     );
+    for (const file of request.files ?? []) container.files.set(file.path, file.content);
     if (request.role === 'control-plane') {
       // What the control plane's agent writes once the API server answers.
       container.files.set(STATUS_FILE, status('ready', 'control plane ready'));

@@ -5,6 +5,7 @@
 import {
   API_SERVER_PORT,
   controlPlaneName,
+  DATASTORE_URL_FILE,
   encodeNodeEnv,
   IMAGE_CACHE_URL,
   LABELS,
@@ -39,8 +40,12 @@ export function nodeRequests(state: CreateState): NodeRequest[] {
       nodeName: controlPlaneName(config.name),
       nodeIp: plan.controlPlane,
       ...subnets,
-      datastore: config.datastore.kind === 'sqlite' ? 'sqlite' : config.datastore.url,
+      datastore: config.datastore.kind === 'sqlite' ? 'sqlite' : 'external',
     }),
+    files:
+      config.datastore.kind === 'sqlite'
+        ? []
+        : [{ path: DATASTORE_URL_FILE, content: config.datastore.url, mode: 0o600 }],
     ports: [
       { containerPort: API_SERVER_PORT, hostPort: apiPort, listenAddress: '127.0.0.1', protocol: 'TCP' },
       ...config.controlPlane.extraPortMappings,
