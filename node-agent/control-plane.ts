@@ -23,6 +23,7 @@ import {
   STATE_DIR,
 } from '../shared/contract.js';
 import { parseDatastoreUrl } from '../shared/datastore.js';
+import { fatalDatastoreError } from './datastore-errors.js';
 import { renderKubeconfig } from '../shared/kubeconfig.js';
 import { apiReady } from '../shared/kubernetes.js';
 import { poll } from '../shared/poll.js';
@@ -95,10 +96,21 @@ async function checkReachable(host: string, port: number): Promise<void> {
 }
 
 /** Starts kine where the API server needs it, and returns the etcd endpoint for the API server. */
+interface StartedDatastore {
+  /** The etcd endpoint for the API server. */
+  etcd: string;
+  /** Rejects with one line when the datastore refuses in a way that waiting cannot fix. */
+  refused: Promise<never>;
+}
+
 async function startDatastore(
   supervisor: Supervisor,
   source: ControlPlaneSettings['datastore'],
-): Promise<string> {
+): Promise<StartedDatastore> {
+  let refuse: (error: Error) => void = () => undefined;
+  const refused = new Promise<never>((_, reject) => (refuse = reject));
+  // Nobody waits on it once the start is over: a later refusal is for kine's log, not a crash.
+  refused.catch(() => undefined);
   const args = ['--listen-address=127.0.0.1:2379', '--metrics-bind-address=127.0.0.1:2380'];
   let endpoint = `sqlite://${STATE_DIR}/kine/state.db?_journal=WAL&cache=shared&_busy_timeout=30000`;
   if (source === 'sqlite') {
@@ -108,12 +120,21 @@ async function startDatastore(
     const datastore = parseDatastoreUrl((await readFile(DATASTORE_URL_FILE, 'utf8')).trim());
     if (datastore.kind === 'sqlite') throw new Error(`${DATASTORE_URL_FILE} names no external datastore`);
     await checkReachable(datastore.host, datastore.port);
-    if (datastore.kind === 'etcd') return datastore.url.replace(/^etcd:\/\//, 'http://');
+    if (datastore.kind === 'etcd') return { etcd: datastore.url.replace(/^etcd:\/\//, 'http://'), refused };
     endpoint = datastore.url;
   }
-  // In kine's environment, not its arguments: `ps` on the host shows arguments to everyone.
-  supervisor.start({ name: 'kine', command: 'kine', args, env: { KINE_ENDPOINT: endpoint } });
-  return 'http://127.0.0.1:2379';
+  supervisor.start({
+    name: 'kine',
+    command: 'kine',
+    args,
+    // In kine's environment, not its arguments: `ps` on the host shows arguments to everyone.
+    env: { KINE_ENDPOINT: endpoint },
+    onOutput: (line) => {
+      const reason = fatalDatastoreError(line);
+      if (reason) refuse(new Error(`the datastore refused kine: ${reason}`));
+    },
+  });
+  return { etcd: 'http://127.0.0.1:2379', refused };
 }
 
 function apiServerArgs(settings: ControlPlaneSettings, pki: PkiPaths, etcd: string): string[] {
@@ -211,7 +232,8 @@ export async function runControlPlane(supervisor: Supervisor): Promise<void> {
   const server = `https://${settings.nodeIp}:${API_SERVER_PORT}`;
   await writeKubeconfigs(pki, server);
 
-  const etcd = await startDatastore(supervisor, settings.datastore);
+  const datastore = await startDatastore(supervisor, settings.datastore);
+  const etcd = datastore.etcd;
   supervisor.start({
     name: 'kube-apiserver',
     command: 'kube-apiserver',
@@ -263,9 +285,12 @@ export async function runControlPlane(supervisor: Supervisor): Promise<void> {
     cert: await readFile(pki.adminCert),
     key: await readFile(pki.adminKey),
   };
-  await poll('kube-apiserver to be ready', async () => ((await apiReady(target)) ? true : undefined), {
-    timeoutMs: 120_000,
-  });
+  await Promise.race([
+    poll('kube-apiserver to be ready', async () => ((await apiReady(target)) ? true : undefined), {
+      timeoutMs: 120_000,
+    }),
+    datastore.refused,
+  ]);
 
   const token = await joinToken();
   const tokenText = `${token.id}.${token.secret}`;

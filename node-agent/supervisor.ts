@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { log } from './log.js';
 
 export const LOG_DIR = '/var/log/vind';
@@ -13,6 +14,8 @@ export interface ServiceSpec {
   command: string;
   args: string[];
   env?: Record<string, string>;
+  /** Sees every line the daemon writes (stdout and stderr), e.g. to spot a failure that will not heal. */
+  onOutput?: (line: string) => void;
 }
 
 interface Service {
@@ -62,6 +65,12 @@ export class Supervisor {
     service.child = child;
     child.stdout?.pipe(service.logStream, { end: false });
     child.stderr?.pipe(service.logStream, { end: false });
+    const onOutput = spec.onOutput;
+    if (onOutput) {
+      for (const stream of [child.stdout, child.stderr]) {
+        if (stream) createInterface({ input: stream, crlfDelay: Infinity }).on('line', onOutput);
+      }
+    }
     child.on('error', (error) => log(`${spec.name}: could not start: ${error.message}`));
     child.on('exit', (code, signal) => {
       service.child = undefined;

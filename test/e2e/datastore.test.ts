@@ -13,6 +13,7 @@ import {
   hostAddressOnDefaultBridge,
   removeByLabel,
   requireNodeImage,
+  runVind,
   uniqueName,
   waitFor,
 } from './helpers.js';
@@ -117,5 +118,28 @@ describe('an external PostgreSQL datastore', () => {
     // Where it is: one file, readable by root only.
     const file = await execInContainer(controlPlane, ['stat', '-c', '%a %U', '/var/lib/vind/datastore.url']);
     expect(file.stdout.trim()).toBe('600 root');
+  });
+
+  it("fails a create with a wrong password at once, with the datastore's reason, leaving nothing", async () => {
+    const other = uniqueName('e2e-pg-badpw');
+    try {
+      const url = `postgres://vind:not-${PASSWORD}@${address}:${port}/kine?sslmode=disable`;
+      const created = await runVind(['create', other, '--workers', '0', '--datastore', url], {
+        KUBECONFIG: join(scratch, 'kubeconfig-bad'),
+      });
+      expect(created.exitCode).not.toBe(0);
+      // The datastore's own reason, not a timeout after minutes of waiting for the API server.
+      expect(created.stderr).toContain(
+        'the datastore refused kine: the password was refused (PostgreSQL: password authentication failed for user "vind")',
+      );
+      expect(created.stderr).not.toContain(PASSWORD);
+      const left = await docker().listContainers({
+        all: true,
+        filters: { label: [`dev.vind.cluster=${other}`] },
+      });
+      expect(left).toEqual([]);
+    } finally {
+      await removeByLabel(other);
+    }
   });
 });
