@@ -6,6 +6,7 @@
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { DatastoreUrlError, parseDatastoreUrl, type Datastore } from '../shared/datastore.js';
+import { MIN_KUBERNETES_MINOR } from '../images/recipe.js';
 import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET } from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
 import { formatCidr, ipToInt, overlaps, parseCidr, type Cidr } from '../shared/subnets.js';
@@ -69,6 +70,11 @@ export function normalizeKubernetesVersion(version: string): string {
       `invalid Kubernetes version "${version}": use v1.MINOR.PATCH, e.g. v1.36.3, optionally followed by -alpha.N, -beta.N or -rc.N`,
     );
   }
+  if (Number(match[2]) < MIN_KUBERNETES_MINOR) {
+    throw new ConfigError(
+      `Kubernetes v${match[1]} is older than vind supports: use v1.${MIN_KUBERNETES_MINOR}.0 or later (the node image's containerd and kubelet settings need it)`,
+    );
+  }
   return `v${match[1]}`;
 }
 
@@ -100,6 +106,47 @@ function readDatastoreUrl(url: string): Datastore {
     if (error instanceof DatastoreUrlError) throw new ConfigError(error.message);
     throw error;
   }
+}
+
+/** Labels the kubelet may set on its own Node in the kubernetes.io and k8s.io namespaces. */
+const KUBELET_LABELS = new Set([
+  'kubernetes.io/hostname',
+  'kubernetes.io/os',
+  'kubernetes.io/arch',
+  'beta.kubernetes.io/os',
+  'beta.kubernetes.io/arch',
+  'beta.kubernetes.io/instance-type',
+  'node.kubernetes.io/instance-type',
+  'topology.kubernetes.io/zone',
+  'topology.kubernetes.io/region',
+  'failure-domain.beta.kubernetes.io/zone',
+  'failure-domain.beta.kubernetes.io/region',
+]);
+const KUBELET_LABEL_NAMESPACES = ['kubelet.kubernetes.io', 'node.kubernetes.io'];
+
+function inNamespace(prefix: string, namespace: string): boolean {
+  return prefix === namespace || prefix.endsWith(`.${namespace}`);
+}
+
+/**
+ * A node label the kubelet refuses to start with (`--node-labels` in kubernetes.io or k8s.io outside
+ * the allowed set), or that NodeRestriction refuses at registration (node-restriction.kubernetes.io):
+ * caught here, in one line, instead of as a worker that never joins.
+ */
+export function refusedNodeLabel(key: string): string | undefined {
+  const slash = key.indexOf('/');
+  if (slash < 0) return undefined;
+  const prefix = key.slice(0, slash);
+  if (inNamespace(prefix, 'node-restriction.kubernetes.io')) {
+    return `node label "${key}" cannot be set by a node itself (NodeRestriction): set it after create with \`kubectl label node\``;
+  }
+  const kubernetesNamespace = inNamespace(prefix, 'kubernetes.io') || inNamespace(prefix, 'k8s.io');
+  if (!kubernetesNamespace || KUBELET_LABELS.has(key)) return undefined;
+  if (KUBELET_LABEL_NAMESPACES.some((ns) => inNamespace(prefix, ns))) return undefined;
+  return (
+    `node label "${key}" is in the kubernetes.io/k8s.io namespace, which the kubelet refuses: use a key under ` +
+    `node.kubernetes.io/ or kubelet.kubernetes.io/, one of ${[...KUBELET_LABELS].join(', ')}, or a prefix of your own`
+  );
 }
 
 function validateLabelKey(key: string): string | undefined {
@@ -209,6 +256,7 @@ const labelsSchema = z
     for (const [key, value] of Object.entries(labels ?? {})) {
       const problem =
         validateLabelKey(key) ??
+        refusedNodeLabel(key) ??
         (typeof value === 'string'
           ? validateLabelValue(value)
           : `expected a string, got ${describeInput(value)}; quote the value, e.g. "${String(value)}"`);

@@ -347,3 +347,40 @@ describe('resolveClusterConfig', () => {
     );
   });
 });
+
+describe('what the nodes would refuse, caught before anything is made', () => {
+  it('refuses a Kubernetes version older than the node image supports', () => {
+    expect(() => resolve({ kubernetesVersion: 'v1.30.9' })).toThrow(
+      new ConfigError(
+        "Kubernetes v1.30.9 is older than vind supports: use v1.31.0 or later (the node image's containerd and kubelet settings need it)",
+      ),
+    );
+    expect(resolve({ kubernetesVersion: 'v1.31.0' }).kubernetesVersion).toBe('v1.31.0');
+  });
+
+  it('refuses node labels in kubernetes.io and k8s.io that the kubelet will not set, naming the allowed ones', () => {
+    const error = fileError('workers:\n  - labels: { kubernetes.io/role: db }\n');
+    expect(error).toMatch(
+      /^config file dev\.yaml: workers\[0\]\.labels\.kubernetes\.io\/role: node label "kubernetes\.io\/role" is in the kubernetes\.io\/k8s\.io namespace, which the kubelet refuses: use a key under node\.kubernetes\.io\/ or kubelet\.kubernetes\.io\//,
+    );
+    expect(fileError('workers:\n  - labels: { example.k8s.io/tier: db }\n')).toMatch(
+      /which the kubelet refuses/,
+    );
+    expect(fileError('workers:\n  - labels: { node-restriction.kubernetes.io/pool: a }\n')).toMatch(
+      /cannot be set by a node itself \(NodeRestriction\): set it after create with `kubectl label node`/,
+    );
+  });
+
+  it('keeps the node labels the kubelet allows, and labels of other prefixes', () => {
+    const body =
+      'workers:\n  - labels:\n      topology.kubernetes.io/zone: a\n      node.kubernetes.io/pool: web\n' +
+      '      x.kubelet.kubernetes.io/y: z\n      example.com/tier: db\n      plain: yes-string\n';
+    expect(resolve({}, body).workers[0]!.labels).toEqual({
+      'topology.kubernetes.io/zone': 'a',
+      'node.kubernetes.io/pool': 'web',
+      'x.kubelet.kubernetes.io/y': 'z',
+      'example.com/tier': 'db',
+      plain: 'yes-string',
+    });
+  });
+});
