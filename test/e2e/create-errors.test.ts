@@ -66,6 +66,25 @@ describe('vind create refuses bad input and cleans up after faults', () => {
     expect(line).toBe('error: invalid --workers "-1": use a whole number 0 or more');
   });
 
+  it('refuses a Kubernetes version older than the node image supports, before making anything', async () => {
+    const line = await refusedCreate((name) => ['create', name, '--kubernetes-version', 'v1.29.4']);
+    expect(line).toBe(
+      "error: Kubernetes v1.29.4 is older than vind supports: use v1.31.0 or later (the node image's containerd and kubelet settings need it)",
+    );
+  });
+
+  it('refuses a node label the kubelet would refuse, instead of a worker that never joins', async () => {
+    const file = join(scratch, 'labels.yaml');
+    await writeFile(
+      file,
+      'apiVersion: vind.dev/v1alpha1\nkind: Cluster\nworkers:\n  - labels: { kubernetes.io/role: db }\n',
+    );
+    const line = await refusedCreate((name) => ['create', name, '--config', file]);
+    expect(line).toMatch(
+      /node label "kubernetes\.io\/role" is in the kubernetes\.io\/k8s\.io namespace, which the kubelet refuses/,
+    );
+  });
+
   it('names an unknown config field and what is allowed', async () => {
     const file = join(scratch, 'bad.yaml');
     await writeFile(
