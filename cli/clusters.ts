@@ -1,6 +1,7 @@
 // Clusters that exist: found by label on the engine (Docker is the record; there is no state file),
 // listed, deleted with everything they made, their kubeconfig printed, host images copied in.
 
+import { X509Certificate } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,7 @@ import {
   contextName,
   controlPlaneName,
   LABELS,
+  PKI_DIR,
 } from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
 import { credentialsFromKubeconfig, renderKubeconfig } from '../shared/kubeconfig.js';
@@ -58,6 +60,29 @@ export interface ClusterSummary {
   nodes: number;
   kubernetesVersion: string;
   endpoint: string;
+  /** When the first of the control plane's certificates expires (RFC 3339), when it can be read. */
+  certificatesExpire?: string;
+}
+
+/** The earliest expiry among PEM certificates. */
+export function earliestExpiry(pemText: string): string | undefined {
+  const blocks = pemText.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  let earliest: number | undefined;
+  for (const block of blocks) {
+    const expires = Date.parse(new X509Certificate(block).validTo);
+    if (earliest === undefined || expires < earliest) earliest = expires;
+  }
+  return earliest === undefined ? undefined : new Date(earliest).toISOString();
+}
+
+async function certificatesExpire(
+  runtime: ContainerRuntime,
+  controlPlane: string,
+): Promise<string | undefined> {
+  const result = await runtime
+    .exec(controlPlane, ['sh', '-c', `cat ${PKI_DIR}/*.crt`])
+    .catch(() => undefined);
+  return result?.exitCode === 0 ? earliestExpiry(result.stdout) : undefined;
 }
 
 export function summarizeState(states: ContainerState[]): string {
@@ -81,6 +106,8 @@ export async function listClusters(runtime: ContainerRuntime): Promise<ClusterSu
       nodes: own.length,
       kubernetesVersion: controlPlane?.labels[LABELS.kubernetesVersion] ?? '',
       endpoint: port ? `https://127.0.0.1:${port}` : '',
+      certificatesExpire:
+        controlPlane?.state === 'running' ? await certificatesExpire(runtime, controlPlane.name) : undefined,
     });
   }
   return summaries;

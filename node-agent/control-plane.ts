@@ -20,6 +20,7 @@ import {
   JOIN_FILE,
   kubernetesServiceAddress,
   parseJoinInfo,
+  PKI_DIR,
   STATE_DIR,
 } from '../shared/contract.js';
 import { parseDatastoreUrl } from '../shared/datastore.js';
@@ -42,7 +43,6 @@ import { installSafetyNet } from './safety-net.js';
 import { setStatus } from './status.js';
 import type { Supervisor } from './supervisor.js';
 
-const PKI_DIR = `${STATE_DIR}/pki`;
 const LOCAL_SERVER = `https://127.0.0.1:${API_SERVER_PORT}`;
 const TOKEN_LIFETIME_MS = 24 * 3600 * 1000;
 

@@ -144,7 +144,13 @@ async function ensureLeaf(
   });
 }
 
-/** An existing certificate is kept while it belongs to its key, comes from the current CA and names every host. */
+/** Leaf certificates are issued anew at a start that finds less than this left of them; CAs stay. */
+export const RENEW_BEFORE_MS = 30 * 24 * 3600 * 1000;
+
+/**
+ * An existing certificate is kept while it belongs to its key, comes from the current CA, names every
+ * host and has more than RENEW_BEFORE_MS to live.
+ */
 function leafStillFits(
   cert: X509Certificate,
   ca: CaMaterial,
@@ -156,7 +162,7 @@ function leafStillFits(
   const hostOptions = { subject: 'never', wildcards: false } as const;
   if (template.dnsNames?.some((name) => cert.checkHost(name, hostOptions) === undefined)) return false;
   if (template.ips?.some((ip) => cert.checkIP(ip) === undefined)) return false;
-  return true;
+  return Date.parse(cert.validTo) - Date.now() > RENEW_BEFORE_MS;
 }
 
 async function ensureKeyPair(keyPath: string, pubPath: string): Promise<void> {

@@ -47,6 +47,8 @@ export const API_SERVER_PORT = 6443;
 export const STATE_DIR = '/var/lib/vind';
 export const STATUS_FILE = '/run/vind/status';
 export const JOIN_FILE = `${STATE_DIR}/join.json`;
+/** The control plane's certificates and keys; leaf certificates are renewed at a start near their expiry. */
+export const PKI_DIR = `${STATE_DIR}/pki`;
 /** Admin credentials for the API server at the control plane's address on the cluster network. */
 export const ADMIN_KUBECONFIG = `${STATE_DIR}/admin.conf`;
 /**

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { earliestExpiry } from '../../cli/clusters.js';
 import { inotifyWarning } from '../../cli/create/steps/check-host.js';
 import { contextName, controlPlaneName, workerName } from '../../shared/contract.js';
 import { credentialsFromKubeconfig } from '../../shared/kubeconfig.js';
@@ -51,5 +52,19 @@ describe('credentialsFromKubeconfig', () => {
       clientCertData: 'Q0VSVA==',
       clientKeyData: 'S0VZ',
     });
+  });
+});
+
+describe('earliestExpiry', () => {
+  it('finds the first certificate to expire among several', async () => {
+    const { createCertificateAuthority, issueServingCertificate } = await import('../../node-agent/pki.js');
+    const ca = await createCertificateAuthority('test-ca');
+    const short = await issueServingCertificate(ca.cert, ca.key, ['a.test'], 20);
+    const long = await issueServingCertificate(ca.cert, ca.key, ['b.test'], 200);
+    const expiry = earliestExpiry(`${long.cert}${ca.cert}${short.cert}`);
+    const days = (Date.parse(expiry!) - Date.now()) / (24 * 3600 * 1000);
+    expect(days).toBeGreaterThan(19);
+    expect(days).toBeLessThan(21);
+    expect(earliestExpiry('no certificates here')).toBeUndefined();
   });
 });

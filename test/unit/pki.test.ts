@@ -176,6 +176,32 @@ describe('ensurePki', () => {
     expect((await stat(paths.apiServerCert)).mode & 0o777).toBe(0o644);
   });
 
+  it('renews leaf certificates that have less than 30 days left, keeping the CAs and keys', async () => {
+    const dir = join(root, 'short-lived');
+    const paths = await ensurePki(dir, { ...OPTIONS, validityDays: 20 });
+    const before = await snapshot(paths);
+    const oldExpiry = Date.parse((await certificate(paths.adminCert)).validTo);
+    // The next start: 20 days is under the renewal margin, so every leaf comes out new, for a year.
+    await ensurePki(dir, OPTIONS);
+    const after = await snapshot(paths);
+    for (const field of ['caCert', 'caKey', 'frontProxyCaCert', 'adminKey', 'serviceAccountKey'] as const) {
+      expect(after.get(field), field).toEqual(before.get(field));
+    }
+    for (const field of ['apiServerCert', 'adminCert', 'schedulerCert', 'frontProxyClientCert'] as const) {
+      expect(after.get(field), field).not.toEqual(before.get(field));
+      const renewed = await certificate(paths[field]);
+      expect(
+        renewed.verify(
+          (await certificate(renewed.issuer.includes('front-proxy') ? paths.frontProxyCaCert : paths.caCert))
+            .publicKey,
+        ),
+      ).toBe(true);
+    }
+    expect(Date.parse((await certificate(paths.adminCert)).validTo) - oldExpiry).toBeGreaterThan(
+      300 * DAY_MS,
+    );
+  });
+
   it('re-issues the certificates of a CA that had to be created again', async () => {
     const dir = join(root, 'new-ca');
     const paths = await ensurePki(dir, OPTIONS);
