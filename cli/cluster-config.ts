@@ -7,7 +7,12 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { DatastoreUrlError, parseDatastoreUrl, type Datastore } from '../shared/datastore.js';
 import { MIN_KUBERNETES_MINOR } from '../images/recipe.js';
-import { DEFAULT_POD_SUBNET, DEFAULT_SERVICE_SUBNET } from '../shared/contract.js';
+import {
+  DEFAULT_POD_SUBNET,
+  DEFAULT_SERVICE_SUBNET,
+  POD_SECURITY_LEVELS,
+  type PodSecurityLevel,
+} from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
 import { formatCidr, ipToInt, overlaps, parseCidr, type Cidr } from '../shared/subnets.js';
 
@@ -30,6 +35,8 @@ export interface ClusterConfig {
   apiServerPort: number;
   datastore: Datastore;
   controlPlane: ControlPlaneSpec;
+  /** The Pod Security Standard enforced where a namespace sets none. */
+  podSecurity: PodSecurityLevel;
 }
 
 export interface CreateFlags {
@@ -39,6 +46,7 @@ export interface CreateFlags {
   kubernetesVersion?: string;
   image?: string;
   datastore?: string;
+  podSecurity?: string;
 }
 
 export class ConfigError extends VindError {
@@ -86,6 +94,13 @@ function validateImage(image: string): string {
     throw new ConfigError(`invalid image "${image}": use a Docker image reference, e.g. vind/node:v1.36.3`);
   }
   return image;
+}
+
+function validatePodSecurity(level: string): PodSecurityLevel {
+  if (!(POD_SECURITY_LEVELS as readonly string[]).includes(level)) {
+    throw new ConfigError(`invalid Pod Security level "${level}": use ${POD_SECURITY_LEVELS.join(', ')}`);
+  }
+  return level as PodSecurityLevel;
 }
 
 function parseWorkersFlag(text: string): number {
@@ -341,6 +356,7 @@ const fileSchema = strictObject({
   }).nullish(),
   datastore: strictObject({ url: checked(readDatastoreUrl).nullish() }).nullish(),
   controlPlane: controlPlaneSchema.nullish(),
+  podSecurity: checked(validatePodSecurity).nullish(),
 }).transform((file) => ({
   // Flat, with every field the file leaves out (or sets to null) undefined, for resolveClusterConfig.
   name: file.name ?? undefined,
@@ -352,6 +368,7 @@ const fileSchema = strictObject({
   apiServerPort: file.networking?.apiServerPort ?? undefined,
   datastore: file.datastore?.url ?? undefined,
   controlPlane: file.controlPlane ?? emptyControlPlane(),
+  podSecurity: file.podSecurity ?? undefined,
 }));
 
 /** What a config file sets; absent fields fall back to flags or defaults in resolveClusterConfig. */
@@ -526,6 +543,10 @@ export function resolveClusterConfig(options: {
         ? readDatastoreUrl(flags.datastore)
         : (file.datastore ?? { kind: 'sqlite' }),
     controlPlane: file.controlPlane ?? emptyControlPlane(),
+    podSecurity:
+      flags.podSecurity !== undefined
+        ? validatePodSecurity(flags.podSecurity)
+        : (file.podSecurity ?? 'privileged'),
   };
 
   if (overlaps(parseCidr(config.podSubnet), parseCidr(config.serviceSubnet))) {

@@ -24,6 +24,7 @@ import {
   STATE_DIR,
 } from '../shared/contract.js';
 import { parseDatastoreUrl } from '../shared/datastore.js';
+import { admissionConfiguration } from './admission.js';
 import { fatalDatastoreError } from './datastore-errors.js';
 import { renderKubeconfig } from '../shared/kubeconfig.js';
 import { apiReady } from '../shared/kubernetes.js';
@@ -44,6 +45,7 @@ import { setStatus } from './status.js';
 import type { Supervisor } from './supervisor.js';
 
 const LOCAL_SERVER = `https://127.0.0.1:${API_SERVER_PORT}`;
+const ADMISSION_CONFIG = `${STATE_DIR}/admission.yaml`;
 const TOKEN_LIFETIME_MS = 24 * 3600 * 1000;
 
 function tokenPart(length: number): string {
@@ -142,6 +144,7 @@ function apiServerArgs(settings: ControlPlaneSettings, pki: PkiPaths, etcd: stri
     `--advertise-address=${settings.nodeIp}`,
     `--secure-port=${API_SERVER_PORT}`,
     `--etcd-servers=${etcd}`,
+    `--admission-control-config-file=${ADMISSION_CONFIG}`,
     `--service-cluster-ip-range=${settings.serviceSubnet}`,
     `--client-ca-file=${pki.caCert}`,
     `--tls-cert-file=${pki.apiServerCert}`,
@@ -231,6 +234,7 @@ export async function runControlPlane(supervisor: Supervisor): Promise<void> {
   });
   const server = `https://${settings.nodeIp}:${API_SERVER_PORT}`;
   await writeKubeconfigs(pki, server);
+  await writeFileAtomic(ADMISSION_CONFIG, admissionConfiguration(settings.podSecurity));
 
   const datastore = await startDatastore(supervisor, settings.datastore);
   const etcd = datastore.etcd;

@@ -164,8 +164,14 @@ interface CommonNodeSettings {
   serviceSubnet: string;
 }
 
+/** Pod Security Standards, least strict first; upstream's default is privileged. */
+export const POD_SECURITY_LEVELS = ['privileged', 'baseline', 'restricted'] as const;
+export type PodSecurityLevel = (typeof POD_SECURITY_LEVELS)[number];
+
 export interface ControlPlaneSettings extends CommonNodeSettings {
   role: 'control-plane';
+  /** Enforced, audited and warned where a namespace sets no level of its own. */
+  podSecurity: PodSecurityLevel;
   /** The embedded SQLite, or an external datastore whose URL is in DATASTORE_URL_FILE. */
   datastore: 'sqlite' | 'external';
 }
@@ -189,6 +195,7 @@ const ENV = {
   podSubnet: 'VIND_POD_SUBNET',
   serviceSubnet: 'VIND_SERVICE_SUBNET',
   datastore: 'VIND_DATASTORE',
+  podSecurity: 'VIND_POD_SECURITY',
   labels: 'VIND_NODE_LABELS',
   imageCache: 'VIND_IMAGE_CACHE',
   joinServer: 'VIND_JOIN_SERVER',
@@ -207,6 +214,7 @@ export function encodeNodeEnv(settings: NodeSettings): string[] {
   };
   if (settings.role === 'control-plane') {
     env[ENV.datastore] = settings.datastore;
+    env[ENV.podSecurity] = settings.podSecurity;
   } else {
     env[ENV.labels] = JSON.stringify(settings.labels);
     if (settings.imageCache) env[ENV.imageCache] = settings.imageCache;
@@ -238,7 +246,11 @@ export function decodeNodeEnv(role: NodeRole, env: Record<string, string | undef
     if (datastore !== 'sqlite' && datastore !== 'external') {
       throw new Error(`${ENV.datastore} is "${datastore}": use sqlite or external`);
     }
-    return { ...common, role, datastore };
+    const podSecurity = env[ENV.podSecurity] || 'privileged';
+    if (!(POD_SECURITY_LEVELS as readonly string[]).includes(podSecurity)) {
+      throw new Error(`${ENV.podSecurity} is "${podSecurity}": use ${POD_SECURITY_LEVELS.join(', ')}`);
+    }
+    return { ...common, role, datastore, podSecurity: podSecurity as PodSecurityLevel };
   }
   let join: JoinSource = { kind: 'none' };
   if (env[ENV.joinServer]) {

@@ -24,6 +24,7 @@ interface CreateCommandOptions {
   retain: boolean;
   kubeconfig?: string;
   datastore?: string;
+  podSecurity?: string;
 }
 
 function configError(error: unknown): never {
@@ -42,6 +43,10 @@ export function registerClusterCommands(program: Command): void {
     .option('--config <file>', 'cluster configuration file (apiVersion: vind.dev/v1alpha1, kind: Cluster)')
     .option('--datastore <url>', 'postgres://..., mysql://..., etcd://host:2379 (default: embedded SQLite)')
     .option(
+      '--pod-security <level>',
+      'Pod Security Standard enforced by default: privileged, baseline or restricted (default: privileged)',
+    )
+    .option(
       '--wait <duration>',
       'how long to wait for readiness, e.g. 5m (default: until ready; 0: do not wait)',
     )
@@ -55,6 +60,7 @@ export function registerClusterCommands(program: Command): void {
         kubernetesVersion: options.kubernetesVersion,
         image: options.image,
         datastore: options.datastore,
+        podSecurity: options.podSecurity,
       };
       let fileText: string | undefined;
       if (options.config) {

@@ -106,6 +106,7 @@ controlPlane:
       apiServerPort: undefined,
       datastore: undefined,
       controlPlane: { extraPortMappings: [] },
+      podSecurity: undefined,
     };
     expect(parseConfigFile(HEADER, 'dev.yaml')).toStrictEqual(empty);
     expect(
@@ -244,6 +245,7 @@ describe('resolveClusterConfig', () => {
       apiServerPort: 0,
       datastore: { kind: 'sqlite' },
       controlPlane: { extraPortMappings: [] },
+      podSecurity: 'privileged',
     });
   });
 
@@ -382,5 +384,22 @@ describe('what the nodes would refuse, caught before anything is made', () => {
       'example.com/tier': 'db',
       plain: 'yes-string',
     });
+  });
+});
+
+describe('podSecurity', () => {
+  it('defaults to privileged, as upstream, and takes the file or the flag, the flag winning', () => {
+    expect(resolve({}).podSecurity).toBe('privileged');
+    expect(resolve({}, 'podSecurity: baseline\n').podSecurity).toBe('baseline');
+    expect(resolve({ podSecurity: 'restricted' }, 'podSecurity: baseline\n').podSecurity).toBe('restricted');
+  });
+
+  it('names the allowed levels', () => {
+    expect(() => resolve({ podSecurity: 'strict' })).toThrow(
+      new ConfigError('invalid Pod Security level "strict": use privileged, baseline, restricted'),
+    );
+    expect(fileError('podSecurity: open\n')).toBe(
+      'config file dev.yaml: podSecurity: invalid Pod Security level "open": use privileged, baseline, restricted',
+    );
   });
 });

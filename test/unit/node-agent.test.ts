@@ -105,3 +105,26 @@ describe('restartDelay', () => {
     expect(restartDelay(20)).toBe(30_000);
   });
 });
+
+describe('admissionConfiguration', () => {
+  it('sets the Pod Security default for enforce, audit and warn, and exempts kube-system', async () => {
+    const { admissionConfiguration } = await import('../../node-agent/admission.js');
+    const { parse } = await import('yaml');
+    const config = parse(admissionConfiguration('restricted')) as {
+      plugins: {
+        name: string;
+        configuration: { defaults: Record<string, string>; exemptions: { namespaces: string[] } };
+      }[];
+    };
+    const podSecurity = config.plugins.find((p) => p.name === 'PodSecurity')!.configuration;
+    expect(podSecurity.defaults).toEqual({
+      enforce: 'restricted',
+      'enforce-version': 'latest',
+      audit: 'restricted',
+      'audit-version': 'latest',
+      warn: 'restricted',
+      'warn-version': 'latest',
+    });
+    expect(podSecurity.exemptions.namespaces).toEqual(['kube-system']);
+  });
+});

@@ -34,7 +34,14 @@ describe('node settings as container environment', () => {
   };
 
   it.each<NodeSettings>([
-    { ...common, nodeName: 'dev-control-plane', role: 'control-plane', datastore: 'sqlite' },
+    {
+      ...common,
+      nodeName: 'dev-control-plane',
+      role: 'control-plane',
+      datastore: 'sqlite',
+      podSecurity: 'privileged',
+    },
+    { ...common, nodeName: 'x', role: 'control-plane', datastore: 'external', podSecurity: 'restricted' },
     {
       ...common,
       role: 'worker',

@@ -41,6 +41,7 @@ export function nodeRequests(state: CreateState): NodeRequest[] {
       nodeIp: plan.controlPlane,
       ...subnets,
       datastore: config.datastore.kind === 'sqlite' ? 'sqlite' : 'external',
+      podSecurity: config.podSecurity,
     }),
     files:
       config.datastore.kind === 'sqlite'
