@@ -17,7 +17,7 @@ import {
 } from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
 import { credentialsFromKubeconfig, renderKubeconfig } from '../shared/kubeconfig.js';
-import { detachImageCache } from './image-cache.js';
+import { detachImageCache, removeCacheToken } from './image-cache.js';
 import { kubeconfigPath, removeFromKubeconfigFile } from './kubeconfig.js';
 import type { Reporter } from './progress.js';
 import type { ContainerRuntime, ContainerState } from './runtime/runtime.js';
@@ -32,13 +32,17 @@ export async function clusterNames(runtime: ContainerRuntime): Promise<string[]>
   return [...names].sort();
 }
 
-/** Removes every container, volume and network of the cluster, and its kubeconfig context. */
+/**
+ * Removes every container, volume and network of the cluster, its token from the image cache, and
+ * its kubeconfig context.
+ */
 export async function deleteCluster(
   runtime: ContainerRuntime,
   name: string,
   kubeconfig?: string,
 ): Promise<boolean> {
   const filter = [`${LABELS.cluster}=${name}`];
+  await removeCacheToken(runtime, name);
   const containers = await runtime.listContainers(filter);
   await Promise.all(containers.map((c) => runtime.removeContainer(c.id)));
   const volumes = await runtime.listVolumes(filter);

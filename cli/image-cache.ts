@@ -1,10 +1,13 @@
 // The image cache: one container per Docker host, shared by every cluster. It is the only container
 // that gets the Docker socket, and it is reachable only on the cluster networks it is attached to.
+// It serves a request only with the token of a cluster: the CLI makes one per cluster, gives it to
+// the cluster's workers and writes it into the cache; deleting the cluster removes it.
 
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { AGENT_PATH, IMAGE_CACHE } from '../shared/contract.js';
+import { AGENT_PATH, IMAGE_CACHE, imageCacheTokenFile } from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
 import type { ContainerRuntime } from './runtime/runtime.js';
 
@@ -41,6 +44,30 @@ export async function ensureImageCache(
   if (!info.networks.includes(network)) await runtime.connectNetwork(network, IMAGE_CACHE.container);
 }
 
+/** A new cluster's token for the cache: 32 random bytes, hex. */
+export function newCacheToken(): string {
+  return randomBytes(32).toString('hex');
+}
+
+/** Lets a cluster's nodes in: its token, as a file of the tokens folder in the running cache. */
+export async function registerCacheToken(
+  runtime: ContainerRuntime,
+  cluster: string,
+  token: string,
+): Promise<void> {
+  await runtime.writeFile(IMAGE_CACHE.container, imageCacheTokenFile(cluster), `${token}\n`);
+}
+
+/** Takes a cluster's token back out of the cache, if the cache runs. */
+export async function removeCacheToken(runtime: ContainerRuntime, cluster: string): Promise<void> {
+  const info = await runtime.inspectContainer(IMAGE_CACHE.container);
+  if (info?.state !== 'running') return;
+  const result = await runtime.exec(IMAGE_CACHE.container, ['rm', '-f', imageCacheTokenFile(cluster)]);
+  if (result.exitCode !== 0) {
+    throw new VindError(`image cache: removing the token of "${cluster}" failed: ${result.stderr.trim()}`);
+  }
+}
+
 /** Detaches the cache from a network that is about to be removed. */
 export async function detachImageCache(runtime: ContainerRuntime, network: string): Promise<void> {
   await runtime.disconnectNetwork(network, IMAGE_CACHE.container).catch(() => undefined);
@@ -59,6 +86,13 @@ export interface CachedImage {
   at: string;
 }
 
+/** `image-cache list` in the cache container: its images, the bytes its blobs take, and its limit. */
+export interface CacheListing {
+  images: CachedImage[];
+  used: number;
+  limit: number;
+}
+
 async function runInCache(runtime: ContainerRuntime, args: string[]): Promise<string> {
   const info = await runtime.inspectContainer(IMAGE_CACHE.container);
   if (info?.state !== 'running') {
@@ -69,8 +103,8 @@ async function runInCache(runtime: ContainerRuntime, args: string[]): Promise<st
   return result.stdout;
 }
 
-export async function listCachedImages(runtime: ContainerRuntime): Promise<CachedImage[]> {
-  return JSON.parse(await runInCache(runtime, ['list'])) as CachedImage[];
+export async function listCachedImages(runtime: ContainerRuntime): Promise<CacheListing> {
+  return JSON.parse(await runInCache(runtime, ['list'])) as CacheListing;
 }
 
 export async function pruneImageCache(runtime: ContainerRuntime): Promise<void> {

@@ -1,10 +1,10 @@
 // containerd inside a node: its configuration (pure), its start under the supervisor, and the
 // images every node holds from the start (the pod sandbox and CoreDNS), imported from the image.
 
-import { readdir, writeFile, mkdir } from 'node:fs/promises';
+import { chmod, readdir, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { PRELOADED_IMAGES_DIR } from '../shared/contract.js';
+import { IMAGE_CACHE, PRELOADED_IMAGES_DIR } from '../shared/contract.js';
 import { qualifiedReference } from '../shared/image-reference.js';
 import { poll } from '../shared/poll.js';
 import { log } from './log.js';
@@ -24,6 +24,8 @@ export interface ContainerdOptions {
   cniConfDir: string;
   /** URL of the image cache that mirrors every registry, if any. */
   imageCache?: string;
+  /** This cluster's token for the image cache. */
+  imageCacheToken?: string;
 }
 
 function quote(value: string): string {
@@ -85,10 +87,16 @@ async function waitForContainerd(timeoutMs: number): Promise<void> {
 
 /**
  * Every registry (the _default host folder) is mirrored by the image cache; containerd falls back to
- * the registry itself when the cache cannot serve an image.
+ * the registry itself when the cache cannot serve an image. The cluster's token goes to the cache
+ * alone, as a header of that host (the registries themselves never see it).
  */
-export function mirrorHostsToml(cacheUrl: string): string {
-  return `# Written by vind node-agent.\n[host.${JSON.stringify(cacheUrl)}]\n  capabilities = ["pull", "resolve"]\n`;
+export function mirrorHostsToml(cacheUrl: string, token?: string): string {
+  const host = `host.${JSON.stringify(cacheUrl)}`;
+  const lines = ['# Written by vind node-agent.', `[${host}]`, '  capabilities = ["pull", "resolve"]'];
+  if (token) {
+    lines.push(`  [${host}.header]`, `    ${IMAGE_CACHE.tokenHeader} = [${JSON.stringify(token)}]`);
+  }
+  return `${lines.join('\n')}\n`;
 }
 
 export async function startContainerd(supervisor: Supervisor, options: ContainerdOptions): Promise<void> {
@@ -96,7 +104,10 @@ export async function startContainerd(supervisor: Supervisor, options: Container
   await mkdir(REGISTRY_HOSTS_DIR, { recursive: true });
   if (options.imageCache) {
     await mkdir(join(REGISTRY_HOSTS_DIR, '_default'), { recursive: true });
-    await writeFile(join(REGISTRY_HOSTS_DIR, '_default', 'hosts.toml'), mirrorHostsToml(options.imageCache));
+    // It holds the token: for root alone (pods never see the node's /etc/containerd anyway).
+    const hostsToml = join(REGISTRY_HOSTS_DIR, '_default', 'hosts.toml');
+    await writeFile(hostsToml, mirrorHostsToml(options.imageCache, options.imageCacheToken), { mode: 0o600 });
+    await chmod(hostsToml, 0o600);
   }
   await writeFile(CONTAINERD_CONFIG, containerdConfig(options));
   supervisor.start({ name: 'containerd', command: 'containerd', args: ['--config', CONTAINERD_CONFIG] });

@@ -1,9 +1,10 @@
 // node-agent: the entry point of every node container (under tini, which reaps orphans).
-// The container command names the role: `control-plane` or `worker`. Progress and failures go to
-// /run/vind/status for the CLI, and to stdout for `docker logs`.
+// The container command names the role: `control-plane`, `worker` or `image-cache`; the image cache
+// starts its registry as `image-cache-registry`. Progress and failures go to /run/vind/status for
+// the CLI, and to stdout for `docker logs`.
 
 import { runControlPlane } from './control-plane.js';
-import { imageCacheCommand, runImageCache } from './image-cache/main.js';
+import { imageCacheCommand, runImageCache, runImageCacheRegistry } from './image-cache/main.js';
 import { log } from './log.js';
 import { setStatus } from './status.js';
 import { Supervisor } from './supervisor.js';
@@ -27,6 +28,15 @@ async function main(): Promise<void> {
         process.exit(1);
       },
     );
+  }
+  if (role === 'image-cache-registry') {
+    // An unprivileged child of the image-cache role: no status file to write, no daemons of its own.
+    // Failing, it exits, and the role's supervisor starts it again.
+    await runImageCacheRegistry().catch((error: Error) => {
+      log(`image cache registry: ${error.message}`);
+      process.exit(1);
+    });
+    return;
   }
   if (!(role in ROLES)) {
     log(`unknown role "${role}": use one of ${Object.keys(ROLES).join(', ')}`);

@@ -16,6 +16,11 @@ export interface ServiceSpec {
   env?: Record<string, string>;
   /** Sees every line the daemon writes (stdout and stderr), e.g. to spot a failure that will not heal. */
   onOutput?: (line: string) => void;
+  /** Run as this user and group instead of the agent's own (root). */
+  uid?: number;
+  gid?: number;
+  /** Copy the output to the agent's stdout too (`docker logs`), besides the log file. */
+  echo?: boolean;
 }
 
 interface Service {
@@ -61,6 +66,9 @@ export class Supervisor {
       // at a CPU cost that idle daemons do not notice.
       env: { ...process.env, GOGC: '50', ...spec.env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // With a uid, libuv also drops the supplementary groups before the exec.
+      ...(spec.uid !== undefined ? { uid: spec.uid } : {}),
+      ...(spec.gid !== undefined ? { gid: spec.gid } : {}),
     });
     service.child = child;
     child.stdout?.pipe(service.logStream, { end: false });
@@ -70,6 +78,10 @@ export class Supervisor {
       for (const stream of [child.stdout, child.stderr]) {
         if (stream) createInterface({ input: stream, crlfDelay: Infinity }).on('line', onOutput);
       }
+    }
+    if (spec.echo) {
+      child.stdout?.pipe(process.stdout, { end: false });
+      child.stderr?.pipe(process.stderr, { end: false });
     }
     child.on('error', (error) => log(`${spec.name}: could not start: ${error.message}`));
     child.on('exit', (code, signal) => {

@@ -106,6 +106,7 @@ export async function runWorker(supervisor: Supervisor): Promise<void> {
     cniBinDir: '/usr/lib/cni',
     cniConfDir: '/etc/cni/net.d',
     imageCache: settings.imageCache,
+    imageCacheToken: settings.imageCacheToken,
   });
   await importPreloadedImages();
 

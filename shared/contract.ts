@@ -80,17 +80,35 @@ export function contextName(cluster: string): string {
 
 // ---- the image cache: one per Docker host, shared by every cluster ----
 
+const IMAGE_CACHE_ROOT = '/var/lib/vind-cache';
+/** Only root can enter it: the Docker socket and the user's Docker config, for the engine broker alone. */
+const IMAGE_CACHE_ENGINE_DIR = '/run/vind-engine';
+
 export const IMAGE_CACHE = {
   container: 'vind-image-cache',
   volume: 'vind-image-cache',
   port: 5000,
-  root: '/var/lib/vind-cache',
+  root: IMAGE_CACHE_ROOT,
+  /** One file per cluster, named after it, holding that cluster's token (64 hex digits). */
+  tokens: `${IMAGE_CACHE_ROOT}/tokens`,
+  /** The request header that carries a cluster's token; containerd sends it from hosts.toml. */
+  tokenHeader: 'X-Vind-Cache-Token',
+  /** The size limit of the blobs (`parseByteSize`); wins over the environment variable. */
+  limitFile: `${IMAGE_CACHE_ROOT}/limit`,
+  limitEnv: 'VIND_CACHE_LIMIT',
+  defaultLimit: 20 * 1024 ** 3,
+  engineDir: IMAGE_CACHE_ENGINE_DIR,
   /** The user's Docker config (registry credentials), mounted read-only. */
-  dockerConfig: '/etc/vind/docker-config.json',
-  dockerSocket: '/var/run/docker.sock',
+  dockerConfig: `${IMAGE_CACHE_ENGINE_DIR}/docker-config.json`,
+  dockerSocket: `${IMAGE_CACHE_ENGINE_DIR}/docker.sock`,
 } as const;
 
 export const IMAGE_CACHE_URL = `http://${IMAGE_CACHE.container}:${IMAGE_CACHE.port}`;
+
+/** Where a cluster's token lives inside the cache container. */
+export function imageCacheTokenFile(cluster: string): string {
+  return `${IMAGE_CACHE.tokens}/${cluster}`;
+}
 
 // ---- addresses ----
 
@@ -184,6 +202,8 @@ export interface WorkerSettings extends CommonNodeSettings {
   labels: Record<string, string>;
   /** The registry mirror every registry goes through; absent: pull from registries directly. */
   imageCache?: string;
+  /** This cluster's token for the image cache, sent with every request to it. */
+  imageCacheToken?: string;
   join: JoinSource;
 }
 
@@ -198,6 +218,7 @@ const ENV = {
   podSecurity: 'VIND_POD_SECURITY',
   labels: 'VIND_NODE_LABELS',
   imageCache: 'VIND_IMAGE_CACHE',
+  imageCacheToken: 'VIND_IMAGE_CACHE_TOKEN',
   joinServer: 'VIND_JOIN_SERVER',
   joinToken: 'VIND_JOIN_TOKEN',
   joinCaHash: 'VIND_JOIN_CA_HASH',
@@ -218,6 +239,7 @@ export function encodeNodeEnv(settings: NodeSettings): string[] {
   } else {
     env[ENV.labels] = JSON.stringify(settings.labels);
     if (settings.imageCache) env[ENV.imageCache] = settings.imageCache;
+    if (settings.imageCacheToken) env[ENV.imageCacheToken] = settings.imageCacheToken;
     if (settings.join.kind === 'file') env[ENV.joinFromFile] = '1';
     if (settings.join.kind === 'inline') {
       env[ENV.joinServer] = settings.join.join.server;
@@ -274,5 +296,12 @@ export function decodeNodeEnv(role: NodeRole, env: Record<string, string | undef
       throw new Error(`${ENV.labels} is not a JSON object of label keys and values`);
     }
   }
-  return { ...common, role, labels, imageCache: env[ENV.imageCache] || undefined, join };
+  return {
+    ...common,
+    role,
+    labels,
+    imageCache: env[ENV.imageCache] || undefined,
+    imageCacheToken: env[ENV.imageCacheToken] || undefined,
+    join,
+  };
 }

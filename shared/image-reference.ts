@@ -15,6 +15,11 @@ export interface ImageReference {
 const DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
 const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+const DOMAIN_COMPONENT = '[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?';
+/** host[:port], the host a domain name, an IPv4 address or a bracketed IPv6 address. */
+const DOMAIN = new RegExp(
+  `^(?:${DOMAIN_COMPONENT}(?:\\.${DOMAIN_COMPONENT})*|\\[[a-fA-F0-9:.]+\\])(?::[0-9]+)?$`,
+);
 
 export class ImageReferenceError extends Error {
   constructor(reference: string, reason: string) {
@@ -46,6 +51,9 @@ export function parseImageReference(reference: string): ImageReference {
   if (parts.length > 1 && (first.includes('.') || first.includes(':') || first === 'localhost')) {
     registry = first;
     parts.shift();
+    if (!DOMAIN.test(registry)) {
+      throw new ImageReferenceError(reference, `"${registry}" is not a registry host`);
+    }
   }
   if (registry === 'index.docker.io') registry = 'docker.io';
   if (registry === 'docker.io' && parts.length === 1) parts.unshift('library');

@@ -215,19 +215,20 @@ export function registerCacheCommands(program: Command): void {
     .action(async (options: { json: boolean }) => {
       const runtime = dockerRuntime();
       await runtime.ping();
-      const images = await listCachedImages(runtime);
+      const listing = await listCachedImages(runtime);
       if (options.json) {
-        process.stdout.write(`${JSON.stringify(images, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify(listing, null, 2)}\n`);
         return;
       }
-      const total = images.reduce((sum, i) => sum + i.size, 0);
+      const { images } = listing;
       for (const image of images) {
         process.stdout.write(
           `${image.reference}   ${image.imageId.slice(7, 19)}   ${formatBytes(image.size)}\n`,
         );
       }
       process.stdout.write(
-        `${images.length} image${images.length === 1 ? '' : 's'}, ${formatBytes(total)}\n`,
+        `${images.length} image${images.length === 1 ? '' : 's'}, ` +
+          `used ${formatBytes(listing.used)} of ${formatBytes(listing.limit)}\n`,
       );
     });
   cache

@@ -76,9 +76,10 @@ export function nodeContainerSpec(request: NodeRequest): Docker.ContainerCreateO
 }
 
 /**
- * The image cache: the Docker socket (it exports and pulls images through the host's engine), its
- * blob volume, and the user's registry credentials read-only. No published port: nodes reach it by
- * name on the cluster networks it is attached to.
+ * The image cache: the Docker socket (it exports and pulls images through the host's engine) and the
+ * user's registry credentials read-only, both in a folder the cache's agent closes to all but root,
+ * and its blob volume. No published port: nodes reach it by name on the cluster networks it is
+ * attached to.
  */
 export function imageCacheContainerSpec(
   request: ImageCacheRequest,

@@ -6,7 +6,7 @@
 
 import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
@@ -39,7 +39,20 @@ interface Descriptor {
   annotations?: Record<string, string>;
 }
 
-/** Blobs by digest under one folder: blobs/sha256/<hex>, written once, never changed. */
+/** A blob on disk: its size, and when it was last stored or served (its mtime). */
+export interface BlobEntry {
+  digest: string;
+  size: number;
+  lastUsed: number;
+}
+
+/** Called with a blob's digest as soon as it is known, before the blob is checked or kept. */
+export type BlobListener = (digest: string) => void;
+
+/**
+ * Blobs by digest under one folder: blobs/sha256/<hex>, written once, never changed. A blob's mtime
+ * is its last use: set when it is stored (again) and when it is served.
+ */
 export class BlobStore {
   constructor(readonly root: string) {}
 
@@ -56,10 +69,53 @@ export class BlobStore {
     return readFile(this.path(digest));
   }
 
+  /** Marks a blob as used now; false when it is not there (any more). */
+  async touch(digest: string): Promise<boolean> {
+    const now = new Date();
+    let path: string;
+    try {
+      path = this.path(digest);
+    } catch {
+      return false; // not a digest this store holds
+    }
+    try {
+      await utimes(path, now, now);
+      return true;
+    } catch (error) {
+      // Not ours to touch (a blob left by root): there all the same.
+      return (error as NodeJS.ErrnoException).code !== 'ENOENT';
+    }
+  }
+
+  /** Every blob with its size and last use. */
+  async entries(): Promise<BlobEntry[]> {
+    const dir = join(this.root, 'blobs', 'sha256');
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const entries: BlobEntry[] = [];
+    for (const name of names) {
+      if (!/^[a-f0-9]{64}$/.test(name)) continue;
+      try {
+        const info = await stat(join(dir, name));
+        entries.push({ digest: `sha256:${name}`, size: info.size, lastUsed: info.mtimeMs });
+      } catch {
+        // removed meanwhile
+      }
+    }
+    return entries;
+  }
+
+  /** Unlinks at once (no look first, as rm does): callers decide in the same tick that it may go. */
+  async remove(digest: string): Promise<void> {
+    await unlink(this.path(digest)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
+  }
+
   /** Streams content into the store, hashing it on the way; returns its digest and size. */
   async put(
     content: AsyncIterable<Uint8Array>,
     expected?: string,
+    onDigest?: BlobListener,
   ): Promise<{ digest: string; size: number }> {
     await mkdir(join(this.root, 'tmp'), { recursive: true });
     await mkdir(join(this.root, 'blobs', 'sha256'), { recursive: true });
@@ -77,7 +133,9 @@ export class BlobStore {
       await once(out, 'finish');
       const digest = `sha256:${hash.digest('hex')}`;
       if (expected && expected !== digest) throw new Error(`blob ${expected} has content ${digest}`);
-      if (this.has(digest)) await rm(temp, { force: true });
+      onDigest?.(digest);
+      // A blob already there is used again; one evicted in the meantime is put back.
+      if (await this.touch(digest)) await rm(temp, { force: true });
       else await rename(temp, this.path(digest));
       return { digest, size };
     } catch (error) {
@@ -87,11 +145,12 @@ export class BlobStore {
     }
   }
 
-  async putBuffer(content: Buffer): Promise<{ digest: string; size: number }> {
+  async putBuffer(content: Buffer, onDigest?: BlobListener): Promise<{ digest: string; size: number }> {
     const digest = `sha256:${createHash('sha256').update(content).digest('hex')}`;
-    if (!this.has(digest)) {
+    onDigest?.(digest);
+    if (!(await this.touch(digest))) {
       await mkdir(join(this.root, 'blobs', 'sha256'), { recursive: true });
-      const temp = `${this.path(digest)}.${process.pid}.tmp`;
+      const temp = `${this.path(digest)}.${process.pid}-${Math.random().toString(36).slice(2)}.tmp`;
       await writeFile(temp, content);
       await rename(temp, this.path(digest));
     }
@@ -149,11 +208,13 @@ export function selectPlatform(manifests: Descriptor[], wanted: Platform): Descr
 /**
  * Stores every blob of a `docker save` stream and returns the manifest to serve for the platform.
  * Entries are handled one at a time, as they arrive; nothing is held in memory but small JSON files.
+ * `onBlob` hears of every blob the image stores, so that nothing evicts it while the import runs.
  */
 export async function importArchive(
   stream: Readable,
   store: BlobStore,
   platform: Platform,
+  onBlob?: BlobListener,
 ): Promise<StoredManifest> {
   const extract = tar.extract();
   const files = new Map<string, { digest: string; size: number }>();
@@ -184,7 +245,7 @@ export async function importArchive(
     }
     const ociBlob = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(name);
     store
-      .put(entry as AsyncIterable<Uint8Array>, ociBlob ? `sha256:${ociBlob[1]}` : undefined)
+      .put(entry as AsyncIterable<Uint8Array>, ociBlob ? `sha256:${ociBlob[1]}` : undefined, onBlob)
       .then((stored) => {
         files.set(name, stored);
         done();
@@ -232,6 +293,6 @@ export async function importArchive(
     if (!layer) throw new Error(`the archive lacks ${path}`);
     return layer;
   });
-  const manifest = await store.putBuffer(classicManifest(config, layers));
+  const manifest = await store.putBuffer(classicManifest(config, layers), onBlob);
   return { digest: manifest.digest, mediaType: MEDIA_DOCKER_MANIFEST, size: manifest.size };
 }

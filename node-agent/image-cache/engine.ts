@@ -1,6 +1,6 @@
 // The image cache's view of the host's Docker: three Engine API calls and nothing else (inspect,
-// export, pull). It runs inside the cache container, on the mounted socket, with node:http because
-// the node image has no dockerode.
+// export, pull). Only the engine broker (broker.ts) uses it, inside the cache container, on the
+// mounted socket, with node:http because the node image has no dockerode.
 
 import { request, type IncomingMessage } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -10,9 +10,14 @@ import { familiarRepository, parseImageReference } from '../../shared/image-refe
 export const DOCKER_SOCKET = process.env.VIND_DOCKER_SOCKET ?? IMAGE_CACHE.dockerSocket;
 const API = '/v1.41';
 
-function call(method: string, path: string, headers: Record<string, string> = {}): Promise<IncomingMessage> {
+function call(
+  socket: string,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: DOCKER_SOCKET, method, path: `${API}${path}`, headers }, resolve);
+    const req = request({ socketPath: socket, method, path: `${API}${path}`, headers }, resolve);
     req.on('error', reject);
     req.end();
   });
@@ -31,8 +36,11 @@ export interface ImageInfo {
 }
 
 /** The host's image for a reference, or undefined when the host does not have it. */
-export async function inspectImage(reference: string): Promise<ImageInfo | undefined> {
-  const response = await call('GET', `/images/${encodeURIComponent(reference)}/json`);
+export async function inspectImage(
+  reference: string,
+  socket = DOCKER_SOCKET,
+): Promise<ImageInfo | undefined> {
+  const response = await call(socket, 'GET', `/images/${encodeURIComponent(reference)}/json`);
   const body = await text(response);
   if (response.statusCode === 404) return undefined;
   if (response.statusCode !== 200)
@@ -41,8 +49,8 @@ export async function inspectImage(reference: string): Promise<ImageInfo | undef
 }
 
 /** `docker save` of one image, as a stream. */
-export async function exportImage(reference: string): Promise<IncomingMessage> {
-  const response = await call('GET', `/images/${encodeURIComponent(reference)}/get`);
+export async function exportImage(reference: string, socket = DOCKER_SOCKET): Promise<IncomingMessage> {
+  const response = await call(socket, 'GET', `/images/${encodeURIComponent(reference)}/get`);
   if (response.statusCode !== 200) {
     throw new Error(`exporting ${reference}: ${response.statusCode} ${(await text(response)).trim()}`);
   }
@@ -75,13 +83,18 @@ export async function registryAuth(registry: string, configPath: string): Promis
 }
 
 /** Pulls through the host daemon, so the image lands in the user's own Docker too. */
-export async function pullImage(reference: string, auth?: string): Promise<void> {
+export async function pullImage(reference: string, auth?: string, socket = DOCKER_SOCKET): Promise<void> {
   const parsed = parseImageReference(reference);
   const image = familiarRepository(parsed);
   // The Engine API takes a digest in the tag parameter too; a digest pins more than a tag.
   const tag = parsed.digest ?? parsed.tag ?? 'latest';
   const query = `fromImage=${encodeURIComponent(image)}${tag ? `&tag=${encodeURIComponent(tag)}` : ''}`;
-  const response = await call('POST', `/images/create?${query}`, auth ? { 'X-Registry-Auth': auth } : {});
+  const response = await call(
+    socket,
+    'POST',
+    `/images/create?${query}`,
+    auth ? { 'X-Registry-Auth': auth } : {},
+  );
   const body = await text(response);
   if (response.statusCode !== 200) {
     const message = (() => {

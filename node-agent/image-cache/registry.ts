@@ -1,21 +1,54 @@
 // The read side of the OCI distribution API, served from the host's Docker images. Every node's
 // containerd uses it as a mirror for every registry; containerd names the registry it wanted in
 // the `ns` query parameter, so /v2/library/redis/manifests/7?ns=docker.io is docker.io/library/redis:7.
+// Every request carries a cluster's token (IMAGE_CACHE.tokenHeader), or is refused. The blobs stay
+// under a size limit: after each import, the least recently used go, except those being served and
+// those of an image being imported.
 
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { writeFileAtomic } from '../../shared/atomic-write.js';
+import { IMAGE_CACHE } from '../../shared/contract.js';
+import { parseImageReference, qualifiedReference } from '../../shared/image-reference.js';
 import { log } from '../log.js';
 import { BlobStore, importArchive, parseDigest, type Platform, type StoredManifest } from './archive.js';
+import { readCacheLimit } from './limit.js';
+import { TokenStore } from './tokens.js';
 
+/** The host's Docker as the registry sees it; in the cache container, the engine broker's client. */
 export interface ImageSource {
   inspect(reference: string): Promise<{ Id: string } | undefined>;
   export(reference: string): Promise<NodeJS.ReadableStream>;
-  pull(reference: string, registry: string): Promise<void>;
+  /** Pulls onto the host; the credentials are chosen by the reference's registry, by whoever holds them. */
+  pull(reference: string): Promise<void>;
 }
+
+/** Who may use the registry: the value of the token header decides. */
+export interface TokenCheck {
+  accepts(header: string | string[] | undefined): Promise<boolean>;
+}
+
+export interface ImageCacheOptions {
+  platform?: Platform;
+  /** Default: the tokens in <root>/tokens. */
+  tokens?: TokenCheck;
+  /** Bytes of blobs to keep. Default: <root>/limit, else the environment, else 20 GiB. */
+  limit?: () => Promise<number>;
+}
+
+/** What `image-cache list` prints. */
+export interface CacheListing {
+  images: CachedImage[];
+  /** Bytes of every blob stored. */
+  used: number;
+  limit: number;
+}
+
+type MetaKind = 'images' | 'refs' | 'manifests';
 
 export interface CachedImage {
   reference: string;
@@ -31,7 +64,15 @@ const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 const NS = /^[A-Za-z0-9.-]+(?::\d+)?$/;
 
 type ErrorCode =
-  'NAME_INVALID' | 'TAG_INVALID' | 'DIGEST_INVALID' | 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'UNSUPPORTED';
+  | 'UNAUTHORIZED'
+  | 'NAME_INVALID'
+  | 'TAG_INVALID'
+  | 'DIGEST_INVALID'
+  | 'MANIFEST_UNKNOWN'
+  | 'BLOB_UNKNOWN'
+  | 'UNSUPPORTED';
+
+const TOKEN_HEADER = IMAGE_CACHE.tokenHeader.toLowerCase();
 
 export class RegistryError extends Error {
   constructor(
@@ -88,6 +129,23 @@ export function registryOf(ns: string | null): string {
   return ns;
 }
 
+/**
+ * The image a tag request names, in the one form the engine broker takes (docker.io/library/x:1).
+ * A registry that would not read back as the registry (a name without a dot, colon or "localhost"
+ * reads as a Docker Hub path) is refused rather than fetched from somewhere else.
+ */
+export function tagReference(registry: string, name: string, tag: string): string {
+  const text = `${registry}/${name}:${tag}`;
+  try {
+    const parsed = parseImageReference(text);
+    const wanted = registry === 'index.docker.io' ? 'docker.io' : registry;
+    if (parsed.registry !== wanted) throw new Error(`"${registry}" does not read as a registry`);
+    return qualifiedReference(text);
+  } catch (error) {
+    throw new RegistryError(400, 'NAME_INVALID', `invalid image ${text}: ${(error as Error).message}`);
+  }
+}
+
 export function hostPlatform(): Platform {
   const architecture = (
     { x64: 'amd64', arm64: 'arm64', arm: 'arm', s390x: 's390x', ppc64: 'ppc64le' } as Record<string, string>
@@ -97,27 +155,38 @@ export function hostPlatform(): Platform {
 
 export class ImageCache {
   readonly store: BlobStore;
+  private readonly platform: Platform;
+  private readonly tokens: TokenCheck;
+  private readonly limit: () => Promise<number>;
   private readonly exports = new Map<string, Promise<StoredManifest>>();
+  /** Blobs being sent right now, with how many responses send each. */
+  private readonly serving = new Map<string, number>();
+  /** The blobs of each import under way, as they are stored. */
+  private readonly importing = new Set<Set<string>>();
+  private evicting: Promise<void> = Promise.resolve();
 
   constructor(
     readonly root: string,
     private readonly source: ImageSource,
-    private readonly platform: Platform = hostPlatform(),
+    options: ImageCacheOptions = {},
   ) {
     this.store = new BlobStore(root);
+    this.platform = options.platform ?? hostPlatform();
+    this.tokens = options.tokens ?? new TokenStore(join(root, 'tokens'));
+    this.limit = options.limit ?? (() => readCacheLimit(join(root, 'limit')));
   }
 
-  private metaPath(kind: 'images' | 'refs' | 'manifests', key: string): string {
+  private metaPath(kind: MetaKind, key: string): string {
     return join(this.root, kind, `${key}.json`);
   }
 
-  private async writeMeta(kind: 'images' | 'refs' | 'manifests', key: string, value: unknown): Promise<void> {
+  private async writeMeta(kind: MetaKind, key: string, value: unknown): Promise<void> {
     await mkdir(join(this.root, kind), { recursive: true });
     // Concurrent requests may write the same entry: each through its own temporary file.
     await writeFileAtomic(this.metaPath(kind, key), JSON.stringify(value));
   }
 
-  private async readMeta<T>(kind: 'images' | 'refs' | 'manifests', key: string): Promise<T | undefined> {
+  private async readMeta<T>(kind: MetaKind, key: string): Promise<T | undefined> {
     try {
       return JSON.parse(await readFile(this.metaPath(kind, key), 'utf8')) as T;
     } catch {
@@ -125,27 +194,70 @@ export class ImageCache {
     }
   }
 
+  private async metaKeys(kind: MetaKind): Promise<string[]> {
+    const names = await readdir(join(this.root, kind)).catch(() => [] as string[]);
+    return names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5));
+  }
+
+  /** Every blob an image's manifest needs (itself, its config, its layers); undefined without the manifest. */
+  private async blobsOf(manifestDigest: string): Promise<string[] | undefined> {
+    try {
+      const body = JSON.parse((await this.store.read(manifestDigest)).toString()) as {
+        config?: { digest: string };
+        layers?: { digest: string }[];
+      };
+      const config = body.config ? [body.config.digest] : [];
+      return [manifestDigest, ...config, ...(body.layers ?? []).map((l) => l.digest)];
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Whether every blob of an image is still stored (eviction may have taken some). */
+  private async isComplete(manifestDigest: string): Promise<boolean> {
+    const blobs = await this.blobsOf(manifestDigest);
+    return (
+      blobs !== undefined &&
+      blobs.every((digest) => {
+        try {
+          return this.store.has(digest);
+        } catch {
+          return false; // not a sha256 digest: nothing this store could serve
+        }
+      })
+    );
+  }
+
   /** The manifest for an image of the host, exported once per image id; concurrent asks share one export. */
   private async manifestForImage(reference: string, imageId: string): Promise<StoredManifest> {
     const key = parseDigest(imageId);
     const known = await this.readMeta<StoredManifest>('images', key);
-    if (known && this.store.has(known.digest)) return known;
+    if (known && (await this.isComplete(known.digest))) return known;
     let pending = this.exports.get(key);
     if (!pending) {
       pending = (async () => {
         const started = Date.now();
-        const archive = await this.source.export(reference);
-        const manifest = await importArchive(
-          archive as unknown as import('node:stream').Readable,
-          this.store,
-          this.platform,
-        );
-        await this.writeMeta('images', key, manifest);
-        await this.writeMeta('manifests', parseDigest(manifest.digest), manifest);
-        log(
-          `cached ${reference} (${imageId.slice(0, 19)}) as ${manifest.digest} in ${Date.now() - started}ms`,
-        );
-        return manifest;
+        const blobs = new Set<string>();
+        this.importing.add(blobs);
+        try {
+          const archive = await this.source.export(reference);
+          const manifest = await importArchive(
+            archive as unknown as Readable,
+            this.store,
+            this.platform,
+            (d) => blobs.add(d),
+          );
+          await this.writeMeta('images', key, manifest);
+          await this.writeMeta('manifests', parseDigest(manifest.digest), manifest);
+          log(
+            `cached ${reference} (${imageId.slice(0, 19)}) as ${manifest.digest} in ${Date.now() - started}ms`,
+          );
+          // While this import still counts as under way: its own blobs are never the ones to go.
+          await this.enforceLimit().catch((error: Error) => log(`eviction failed: ${error.message}`));
+          return manifest;
+        } finally {
+          this.importing.delete(blobs);
+        }
       })().finally(() => this.exports.delete(key));
       this.exports.set(key, pending);
     }
@@ -161,12 +273,12 @@ export class ImageCache {
   }
 
   async resolveTag(registry: string, name: string, tag: string): Promise<StoredManifest> {
-    const reference = `${registry}/${name}:${tag}`;
+    const reference = tagReference(registry, name, tag);
     let image = await this.source.inspect(reference);
     if (!image) {
       try {
         log(`pulling ${reference} through the host's Docker`);
-        await this.source.pull(reference, registry);
+        await this.source.pull(reference);
       } catch (error) {
         throw new RegistryError(
           404,
@@ -187,25 +299,86 @@ export class ImageCache {
 
   async resolveDigest(digest: string): Promise<StoredManifest> {
     const known = await this.readMeta<StoredManifest>('manifests', parseDigest(digest));
-    if (known && this.store.has(digest)) return known;
+    if (known && (await this.isComplete(digest))) return known;
     throw new RegistryError(404, 'MANIFEST_UNKNOWN', `manifest ${digest} is not in the cache`);
   }
 
-  async list(): Promise<CachedImage[]> {
-    const dir = join(this.root, 'refs');
-    if (!existsSync(dir)) return [];
-    const entries: CachedImage[] = [];
-    for (const file of await readdir(dir)) {
-      if (!file.endsWith('.json')) continue;
-      const entry = await this.readMeta<CachedImage>('refs', file.slice(0, -5));
-      if (entry) entries.push(entry);
+  /** The images whose blobs are all stored, the bytes of every blob, and the limit. */
+  async list(): Promise<CacheListing> {
+    const images: CachedImage[] = [];
+    for (const key of await this.metaKeys('refs')) {
+      const entry = await this.readMeta<CachedImage>('refs', key);
+      if (entry && (await this.isComplete(entry.manifest.digest))) images.push(entry);
     }
-    return entries.sort((a, b) => a.reference.localeCompare(b.reference));
+    images.sort((a, b) => a.reference.localeCompare(b.reference));
+    const used = (await this.store.entries()).reduce((sum, blob) => sum + blob.size, 0);
+    return { images, used, limit: await this.limit() };
+  }
+
+  /** Evicts least recently used blobs until the store is within its limit; one eviction at a time. */
+  enforceLimit(): Promise<void> {
+    const run = this.evicting.then(() => this.evict());
+    this.evicting = run.catch(() => undefined);
+    return run;
+  }
+
+  private inUse(digest: string): boolean {
+    if (this.serving.has(digest)) return true;
+    for (const blobs of this.importing) if (blobs.has(digest)) return true;
+    return false;
+  }
+
+  private async evict(): Promise<void> {
+    const limit = await this.limit();
+    const blobs = await this.store.entries();
+    let used = blobs.reduce((sum, blob) => sum + blob.size, 0);
+    if (used <= limit) return;
+    let removed = 0;
+    let freed = 0;
+    for (const blob of blobs.sort((a, b) => a.lastUsed - b.lastUsed)) {
+      if (used <= limit) break;
+      // Decided and unlinked in the same tick: a response that starts later finds the blob gone.
+      if (this.inUse(blob.digest)) continue;
+      await this.store.remove(blob.digest);
+      used -= blob.size;
+      freed += blob.size;
+      removed++;
+    }
+    if (removed > 0) {
+      log(`evicted ${removed} blobs (${freed} bytes): the cache holds ${used} of ${limit} bytes`);
+      await this.forgetIncomplete();
+    }
+    if (used > limit) log(`the cache holds ${used} bytes, over its limit of ${limit}: the rest is in use`);
+  }
+
+  /** Drops what is known of images that lost a blob: the next request exports them again. */
+  private async forgetIncomplete(): Promise<void> {
+    for (const kind of ['images', 'manifests'] as const) {
+      for (const key of await this.metaKeys(kind)) {
+        const manifest = await this.readMeta<StoredManifest>(kind, key);
+        if (manifest && !(await this.isComplete(manifest.digest))) {
+          await rm(this.metaPath(kind, key), { force: true });
+        }
+      }
+    }
+    for (const key of await this.metaKeys('refs')) {
+      const entry = await this.readMeta<CachedImage>('refs', key);
+      if (entry && !(await this.isComplete(entry.manifest.digest))) {
+        await rm(this.metaPath('refs', key), { force: true });
+      }
+    }
   }
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
     try {
+      if (!(await this.tokens.accepts(req.headers[TOKEN_HEADER]))) {
+        throw new RegistryError(
+          401,
+          'UNAUTHORIZED',
+          `a cluster's token in ${IMAGE_CACHE.tokenHeader} is required`,
+        );
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         throw new RegistryError(405, 'UNSUPPORTED', 'this registry is read-only');
       }
@@ -224,6 +397,8 @@ export class ImageCache {
           ? await this.resolveDigest(parsed.reference)
           : await this.resolveTag(registry, parsed.name, parsed.reference);
         const body = await this.store.read(manifest.digest);
+        // The whole image counts as used: its blobs are asked for next.
+        for (const digest of (await this.blobsOf(manifest.digest)) ?? []) await this.store.touch(digest);
         res.writeHead(200, {
           'Content-Type': manifest.mediaType,
           'Content-Length': body.length,
@@ -252,11 +427,28 @@ export class ImageCache {
     }
   }
 
+  /** Counts a blob as in use until the response is over. */
+  private markServing(digest: string, res: ServerResponse): void {
+    this.serving.set(digest, (this.serving.get(digest) ?? 0) + 1);
+    res.once('close', () => {
+      const left = (this.serving.get(digest) ?? 1) - 1;
+      if (left > 0) this.serving.set(digest, left);
+      else this.serving.delete(digest);
+    });
+  }
+
   private async serveBlob(digest: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (!this.store.has(digest))
-      throw new RegistryError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in the cache`);
+    const missing = () => new RegistryError(404, 'BLOB_UNKNOWN', `blob ${digest} is not in the cache`);
+    this.markServing(digest, res);
+    // The touch is the blob's last use, and tells whether it is there at all.
+    if (!(await this.store.touch(digest))) throw missing();
     const path = this.store.path(digest);
-    const { size } = await stat(path);
+    let size: number;
+    try {
+      size = (await stat(path)).size;
+    } catch {
+      throw missing(); // evicted a moment before this response began
+    }
     const headers: Record<string, string | number> = {
       'Content-Type': 'application/octet-stream',
       'Docker-Content-Digest': digest,
@@ -280,7 +472,9 @@ export class ImageCache {
       res.end();
       return;
     }
-    createReadStream(path, { start, end }).pipe(res);
+    const content = createReadStream(path, { start, end });
+    content.on('error', () => res.destroy());
+    content.pipe(res);
   }
 }
 

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dockerRuntime } from '../../cli/runtime/docker-runtime.js';
-import { IMAGE_CACHE } from '../../shared/contract.js';
+import { IMAGE_CACHE, imageCacheTokenFile } from '../../shared/contract.js';
 import { buildDockerArchive } from '../../images/docker-archive.js';
 import { ImageCache, startRegistry } from '../../node-agent/image-cache/registry.js';
 import {
@@ -174,13 +174,18 @@ describe('the pull-through image cache', () => {
       entrypoint: ['/bin/sh', '-c'],
       cmd: ['cat /marker; exec sleep 3600'],
     });
-    const upstream = new ImageCache(join(scratch, 'upstream'), {
-      inspect: async (reference) => (reference.endsWith('/pulled/app:1') ? { Id: built.imageId } : undefined),
-      export: async () => Readable.from(built.tar),
-      pull: async () => {
-        throw new Error('the upstream has nothing to pull from');
-      },
-    });
+    const upstream = new ImageCache(
+      join(scratch, 'upstream'),
+      {
+        inspect: async (reference) =>
+          reference.endsWith('/pulled/app:1') ? { Id: built.imageId } : undefined,
+        export: async () => Readable.from(built.tar),
+        pull: async () => {
+          throw new Error('the upstream has nothing to pull from');
+        },
+      }, // The host's Docker pulls from it with no token: a plain registry.
+      { tokens: { accepts: async () => true } },
+    );
     const server = startRegistry(upstream, 0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
     const image = `127.0.0.1:${(server.address() as AddressInfo).port}/pulled/app:1`;
@@ -212,10 +217,26 @@ describe('the pull-through image cache', () => {
     }
   });
 
+  it('refuses requests without the token of a cluster', async () => {
+    const base = `http://${await cacheAddress()}:5000`;
+    for (const headers of [{}, { [IMAGE_CACHE.tokenHeader]: 'ab'.repeat(32) }] as Record<string, string>[]) {
+      const response = await fetch(`${base}/v2/`, { headers });
+      expect(response.status).toBe(401);
+      expect(((await response.json()) as { errors: { code: string }[] }).errors[0]!.code).toBe(
+        'UNAUTHORIZED',
+      );
+    }
+  });
+
   it('answers malformed requests with registry errors and keeps serving', async () => {
     const base = `http://${await cacheAddress()}:5000`;
+    const token = (await dockerRuntime().readFile(
+      IMAGE_CACHE.container,
+      imageCacheTokenFile(cluster),
+    ))!.trim();
+    const headers = { [IMAGE_CACHE.tokenHeader]: token };
     const error = async (path: string) => {
-      const response = await fetch(`${base}${path}`);
+      const response = await fetch(`${base}${path}`, { headers });
       return {
         status: response.status,
         code: ((await response.json()) as { errors: { code: string }[] }).errors[0]!.code,
@@ -240,6 +261,7 @@ describe('the pull-through image cache', () => {
     const tag = cluster;
     const manifest = await fetch(`${base}/v2/vind-test/cache-app/manifests/${tag}?ns=docker.io`, {
       method: 'HEAD',
+      headers,
     });
     expect(manifest.status).toBe(200);
     expect(manifest.headers.get('docker-content-digest')).toMatch(/^sha256:[0-9a-f]{64}$/);
@@ -247,7 +269,7 @@ describe('the pull-through image cache', () => {
 
   it('is the only container with the Docker socket, and publishes no port', async () => {
     const cache = await docker().getContainer(IMAGE_CACHE.container).inspect();
-    expect(cache.Mounts.some((m) => m.Destination === '/var/run/docker.sock')).toBe(true);
+    expect(cache.Mounts.some((m) => m.Destination === IMAGE_CACHE.dockerSocket)).toBe(true);
     expect(Object.keys(cache.HostConfig.PortBindings ?? {})).toEqual([]);
     const nodes = await docker().listContainers({ filters: { label: [`dev.vind.cluster=${cluster}`] } });
     for (const node of nodes) {
@@ -256,12 +278,38 @@ describe('the pull-through image cache', () => {
     }
   });
 
+  it('serves from an unprivileged process that cannot reach the Docker socket', async () => {
+    const runtime = dockerRuntime();
+    const uids = await runtime.exec(IMAGE_CACHE.container, [
+      'sh',
+      '-c',
+      'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline 2>/dev/null | grep -q image-cache-registry && grep ^Uid: $p/status; done',
+    ]);
+    expect(uids.stdout.trim()).toMatch(/^Uid:\s+65534\s+65534\s+65534\s+65534$/);
+    const script =
+      'process.setgid(65534); process.setuid(65534);' +
+      `require('net').connect(${JSON.stringify(IMAGE_CACHE.dockerSocket)})` +
+      ".on('connect', () => console.log('connected')).on('error', (e) => console.log(e.code))";
+    const attempt = await runtime.exec(IMAGE_CACHE.container, ['node', '-e', script]);
+    expect(attempt.stdout.trim()).toBe('EACCES');
+  });
+
   it('lists what it caches and prunes it', async () => {
     const listed = await runVind(['cache', '--json']);
     expect(listed.exitCode, listed.stderr).toBe(0);
-    const images = JSON.parse(listed.stdout) as { reference: string; size: number }[];
-    expect(images.find((i) => i.reference === `docker.io/${APP}`)?.size).toBeGreaterThan(1_000_000);
+    const listing = JSON.parse(listed.stdout) as {
+      images: { reference: string; size: number }[];
+      used: number;
+      limit: number;
+    };
+    expect(listing.images.find((i) => i.reference === `docker.io/${APP}`)?.size).toBeGreaterThan(1_000_000);
+    expect(listing.used).toBeGreaterThan(1_000_000);
+    expect(listing.limit).toBe(IMAGE_CACHE.defaultLimit);
     expect((await runVind(['cache', 'prune'])).exitCode).toBe(0);
-    expect(JSON.parse((await runVind(['cache', '--json'])).stdout)).toEqual([]);
+    expect(JSON.parse((await runVind(['cache', '--json'])).stdout)).toMatchObject({ images: [], used: 0 });
+    // The clusters' tokens survive a prune.
+    expect(await dockerRuntime().readFile(IMAGE_CACHE.container, imageCacheTokenFile(cluster))).toMatch(
+      /^[0-9a-f]{64}/,
+    );
   });
 });

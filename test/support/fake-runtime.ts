@@ -29,6 +29,8 @@ import type {
 interface FakeContainer {
   info: ContainerInfo;
   files: Map<string, string>;
+  /** A node's environment (its settings). */
+  env: string[];
 }
 
 function matches(labels: Record<string, string>, filter: LabelFilter): boolean {
@@ -147,6 +149,7 @@ export class FakeRuntime implements ContainerRuntime {
     const container: FakeContainer = {
       info: { id: `id-${name}`, name, state: 'running', exitCode: 0, labels, networks: [network] },
       files: new Map(),
+      env: [],
     };
     this.containers.set(name, container);
     return container;
@@ -164,6 +167,7 @@ export class FakeRuntime implements ContainerRuntime {
       request.network,
     );
     for (const file of request.files ?? []) container.files.set(file.path, file.content);
+    container.env = request.env;
     if (request.role === 'control-plane') {
       // What the control plane's agent writes once the API server answers.
       container.files.set(STATUS_FILE, status('ready', 'control plane ready'));
@@ -216,6 +220,10 @@ export class FakeRuntime implements ContainerRuntime {
 
   async exec(container: string, command: string[]): Promise<ExecResult> {
     await this.enter('exec', container);
+    // `rm -f <file>`, as the CLI removes a cluster's token from the image cache.
+    if (command[0] === 'rm' && command[1] === '-f') {
+      for (const path of command.slice(2)) this.containers.get(container)?.files.delete(path);
+    }
     return { exitCode: 0, stdout: command.join(' '), stderr: '' };
   }
 

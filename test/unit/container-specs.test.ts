@@ -93,9 +93,9 @@ describe('imageCacheContainerSpec', () => {
       '/run/user/1000/docker.sock',
     );
     expect(spec.HostConfig?.Binds).toEqual([
-      '/run/user/1000/docker.sock:/var/run/docker.sock',
+      '/run/user/1000/docker.sock:/run/vind-engine/docker.sock',
       'vind-image-cache:/var/lib/vind-cache',
-      '/home/u/.docker/config.json:/etc/vind/docker-config.json:ro',
+      '/home/u/.docker/config.json:/run/vind-engine/docker-config.json:ro',
     ]);
     expect(spec.HostConfig?.PortBindings).toBeUndefined();
     expect(spec.Cmd).toEqual(['image-cache']);

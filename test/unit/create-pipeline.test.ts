@@ -5,10 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { resolveClusterConfig } from '../../cli/cluster-config.js';
+import { deleteCluster } from '../../cli/clusters.js';
 import { CREATE_STEPS, createCluster, initialState } from '../../cli/create/create.js';
 import { allSettledOrThrow, runPipeline, type Step } from '../../cli/create/pipeline.js';
 import type { ClusterReadiness, CreateState } from '../../cli/create/state.js';
 import type { Reporter } from '../../cli/progress.js';
+import { IMAGE_CACHE } from '../../shared/contract.js';
 import { InterruptedError, VindError } from '../../shared/errors.js';
 import { FakeRuntime } from '../support/fake-runtime.js';
 
@@ -41,9 +43,9 @@ afterEach(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-function options(runtime: FakeRuntime, signal = new AbortController().signal) {
+function options(runtime: FakeRuntime, signal = new AbortController().signal, name = 'unit') {
   const config = resolveClusterConfig({
-    flags: { name: 'unit', workers: '2' },
+    flags: { name, workers: '2' },
     defaultKubernetesVersion: 'v1.36.3',
   });
   return { config, runtime, readiness: ready, kubeconfig, retain: false, signal, reporter: quietReporter() };
@@ -200,6 +202,44 @@ describe('create against a fake runtime', () => {
       'unit-control-plane: datastore db:5432 cannot be reached',
     );
     expect(runtime.leftovers()).toEqual([]);
+  });
+});
+
+describe("each cluster's token for the image cache", () => {
+  const tokenFile = (cluster: string) => `${IMAGE_CACHE.tokens}/${cluster}`;
+  const cacheFiles = (runtime: FakeRuntime) => runtime.containers.get(IMAGE_CACHE.container)?.files;
+  const envToken = (runtime: FakeRuntime, container: string) =>
+    runtime.containers
+      .get(container)!
+      .env.find((e) => e.startsWith('VIND_IMAGE_CACHE_TOKEN='))
+      ?.slice('VIND_IMAGE_CACHE_TOKEN='.length);
+
+  it('goes to the workers and into the cache, one new token per cluster', async () => {
+    const runtime = new FakeRuntime();
+    await createCluster(options(runtime));
+    const written = cacheFiles(runtime)!.get(tokenFile('unit'))!;
+    expect(written).toMatch(/^[0-9a-f]{64}\n$/);
+    expect(envToken(runtime, 'unit-worker')).toBe(written.trim());
+    expect(envToken(runtime, 'unit-worker2')).toBe(written.trim());
+    expect(envToken(runtime, 'unit-control-plane')).toBeUndefined();
+    await createCluster(options(runtime, undefined, 'other'));
+    expect(cacheFiles(runtime)!.get(tokenFile('other'))).toMatch(/^[0-9a-f]{64}\n$/);
+    expect(cacheFiles(runtime)!.get(tokenFile('other'))).not.toBe(written);
+  });
+
+  it('is taken back out of a cache that stays when the create fails, and when the cluster is deleted', async () => {
+    const runtime = new FakeRuntime();
+    await createCluster(options(runtime));
+    runtime.failWhen = (method, subject) =>
+      method === 'runNode' && subject === 'other-worker' ? new Error('worker refused') : undefined;
+    await expect(createCluster(options(runtime, undefined, 'other'))).rejects.toThrow('worker refused');
+    // Written for "other" too, then taken back.
+    expect(runtime.calls.filter((c) => c === `writeFile ${IMAGE_CACHE.container}`)).toHaveLength(2);
+    expect([...cacheFiles(runtime)!.keys()]).toEqual([tokenFile('unit')]);
+    runtime.failWhen = () => undefined;
+    await createCluster(options(runtime, undefined, 'other'));
+    expect(await deleteCluster(runtime, 'unit', kubeconfig)).toBe(true);
+    expect([...cacheFiles(runtime)!.keys()]).toEqual([tokenFile('other')]);
   });
 });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { containerdConfig } from '../../node-agent/containerd.js';
+import { containerdConfig, mirrorHostsToml } from '../../node-agent/containerd.js';
 import { qualifiedReference } from '../../shared/image-reference.js';
 import {
   CAP_SYS_RESOURCE,
@@ -82,6 +82,30 @@ describe('containerdConfig', () => {
     const other = containerdConfig({ ...options, restrictOomScoreAdj: false, cgroupDriver: 'systemd' });
     expect(other).toContain('restrict_oom_score_adj = false');
     expect(other).toContain('SystemdCgroup = true');
+  });
+});
+
+describe('mirrorHostsToml', () => {
+  it("sends the cluster's token to the cache alone, as a header of its host", () => {
+    const token = 'ab'.repeat(32);
+    expect(mirrorHostsToml('http://vind-image-cache:5000', token)).toBe(
+      [
+        '# Written by vind node-agent.',
+        '[host."http://vind-image-cache:5000"]',
+        '  capabilities = ["pull", "resolve"]',
+        '  [host."http://vind-image-cache:5000".header]',
+        `    X-Vind-Cache-Token = ["${token}"]`,
+        '',
+      ].join('\n'),
+    );
+    // No top-level [header] (it would go to the registries too) and no server: the fallback is the registry.
+    expect(mirrorHostsToml('http://vind-image-cache:5000', token)).not.toMatch(/^\[header\]|^server/m);
+  });
+
+  it('writes no header without a token', () => {
+    expect(mirrorHostsToml('http://c:5000')).toBe(
+      '# Written by vind node-agent.\n[host."http://c:5000"]\n  capabilities = ["pull", "resolve"]\n',
+    );
   });
 });
 

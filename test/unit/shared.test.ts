@@ -12,6 +12,7 @@ import {
   parseNodeStatus,
   type NodeSettings,
 } from '../../shared/contract.js';
+import { parseByteSize } from '../../shared/byte-size.js';
 import { InterruptedError } from '../../shared/errors.js';
 import {
   familiarRepository,
@@ -47,6 +48,7 @@ describe('node settings as container environment', () => {
       role: 'worker',
       labels: { tier: 'web' },
       imageCache: 'http://c:5000',
+      imageCacheToken: 'ab'.repeat(32),
       join: { kind: 'file' },
     },
     { ...common, role: 'worker', labels: {}, join: { kind: 'none' } },
@@ -61,6 +63,22 @@ describe('node settings as container environment', () => {
     },
   ])('reads back what was written ($role, join $join.kind)', (settings) => {
     expect(decodeNodeEnv(settings.role, envRecord(encodeNodeEnv(settings)))).toEqual(settings);
+  });
+
+  it('carries the image cache token in its own variable', () => {
+    const env = envRecord(
+      encodeNodeEnv({
+        ...common,
+        role: 'worker',
+        labels: {},
+        imageCache: 'http://c:5000',
+        imageCacheToken: 'cd'.repeat(32),
+        join: { kind: 'none' },
+      }),
+    );
+    expect(env.VIND_IMAGE_CACHE_TOKEN).toBe('cd'.repeat(32));
+    const settings = decodeNodeEnv('worker', { ...env, VIND_IMAGE_CACHE_TOKEN: '' });
+    expect(settings.role === 'worker' && settings.imageCacheToken).toBeUndefined();
   });
 
   it('names a missing value', () => {
@@ -129,6 +147,34 @@ describe('parseImageReference', () => {
     expect(() => parseImageReference('')).toThrow('invalid image reference "": it is empty');
     expect(() => parseImageReference('Upper/app')).toThrow(/"Upper" is not a valid repository name part/);
     expect(() => parseImageReference('app@sha256:short')).toThrow(/is not a digest/);
+  });
+
+  it('refuses a registry part that is not host[:port]', () => {
+    expect(() => parseImageReference('../etc/app')).toThrow(/"\.\." is not a registry host/);
+    expect(() => parseImageReference('a..b/app')).toThrow(/is not a registry host/);
+    expect(() => parseImageReference('evil.com?x=1/app')).toThrow(/is not a registry host/);
+    expect(() => parseImageReference('127.0.0.1:abc/app')).toThrow(/is not a registry host/);
+    expect(() => parseImageReference('-bad.io/app')).toThrow(/is not a registry host/);
+    expect(parseImageReference('[::1]:5000/app:1').registry).toBe('[::1]:5000');
+    expect(parseImageReference('127.0.0.1:5000/app').registry).toBe('127.0.0.1:5000');
+  });
+});
+
+describe('parseByteSize', () => {
+  it.each([
+    ['1048576', 1024 ** 2],
+    ['20G', 20 * 1024 ** 3],
+    ['20GiB', 20 * 1024 ** 3],
+    ['20 gb', 20 * 1024 ** 3],
+    ['512MiB', 512 * 1024 ** 2],
+    ['1.5T', 1.5 * 1024 ** 4],
+    ['100B', 100],
+  ])('%s is %d bytes', (text, bytes) => {
+    expect(parseByteSize(text)).toBe(bytes);
+  });
+
+  it.each(['', 'ten', '-1G', '5X', '1e9'])('refuses %j', (text) => {
+    expect(() => parseByteSize(text)).toThrow(/is not a size/);
   });
 });
 

@@ -1,6 +1,7 @@
 // Every container at once: the control plane, the workers and (if this host has none yet) the image
 // cache. Workers bring up containerd and their preloaded images while the control plane boots, and
-// join once it hands out the join information.
+// join once it hands out the join information. The cluster's token for the image cache is made here:
+// the workers get it in their settings, the cache once it runs.
 
 import {
   API_SERVER_PORT,
@@ -14,12 +15,19 @@ import {
   workerName,
 } from '../../../shared/contract.js';
 import { clusterNames } from '../../clusters.js';
-import { detachImageCache, ensureImageCache, removeImageCache } from '../../image-cache.js';
+import {
+  detachImageCache,
+  ensureImageCache,
+  newCacheToken,
+  registerCacheToken,
+  removeCacheToken,
+  removeImageCache,
+} from '../../image-cache.js';
 import type { NodeRequest } from '../../runtime/runtime.js';
 import { allSettledOrThrow, type Step } from '../pipeline.js';
 import { type CreateState, need } from '../state.js';
 
-export function nodeRequests(state: CreateState): NodeRequest[] {
+export function nodeRequests(state: CreateState, cacheToken: string): NodeRequest[] {
   const { config } = state;
   const plan = need(state.plan, 'the address plan');
   const apiPort = need(state.apiPort, 'the API server port');
@@ -65,6 +73,7 @@ export function nodeRequests(state: CreateState): NodeRequest[] {
       ...subnets,
       labels: spec.labels,
       imageCache: IMAGE_CACHE_URL,
+      imageCacheToken: cacheToken,
       join: { kind: 'file' },
     }),
     ports: spec.extraPortMappings,
@@ -84,7 +93,10 @@ export const startContainers: Step<CreateState> = {
         await removeImageCache(runtime, false);
       }
     });
-    const requests = nodeRequests(state);
+    const token = newCacheToken();
+    // Taken back before the cache itself, which stays for the other clusters.
+    undo(() => removeCacheToken(runtime, config.name));
+    const requests = nodeRequests(state, token);
     for (const request of requests) {
       // Registered before the start: a half-made node (its volume only) is taken back too.
       undo(async () => {
@@ -93,7 +105,9 @@ export const startContainers: Step<CreateState> = {
       });
     }
     await allSettledOrThrow([
-      ensureImageCache(runtime, config.image, network),
+      ensureImageCache(runtime, config.image, network).then(() =>
+        registerCacheToken(runtime, config.name, token),
+      ),
       ...requests.map((request) => runtime.runNode(request)),
     ]);
   },
