@@ -228,6 +228,40 @@ describe('the pull-through image cache', () => {
     }
   });
 
+  it("refuses a pod, which cannot see the nodes' token, while the nodes pull through it", async () => {
+    // A pod on the cluster reaches the cache by name, as the nodes do, but sends no token.
+    const probe = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'cache-probe' },
+      spec: {
+        restartPolicy: 'Never',
+        terminationGracePeriodSeconds: 1,
+        containers: [
+          {
+            name: 'probe',
+            image: 'vind-test/busybox:1',
+            command: ['sh', '-c', 'wget -q -O- http://vind-image-cache:5000/v2/ 2>&1; echo "exit=$?"'],
+          },
+        ],
+      },
+    };
+    expect((await kubectl(['apply', '-f', '-'], JSON.stringify(probe))).exitCode).toBe(0);
+    const logs = await waitFor(
+      'the probe pod to finish',
+      async () => {
+        const phase = (await kubectl(['get', 'pod', 'cache-probe', '-o', 'jsonpath={.status.phase}'])).stdout;
+        if (phase !== 'Succeeded' && phase !== 'Failed') return undefined;
+        return (await kubectl(['logs', 'cache-probe'])).stdout;
+      },
+      60_000,
+      500,
+    );
+    expect(logs).toMatch(/401 Unauthorized/);
+    expect(logs).not.toContain('exit=0');
+    await kubectl(['delete', 'pod', 'cache-probe', '--wait=false']);
+  });
+
   it('answers malformed requests with registry errors and keeps serving', async () => {
     const base = `http://${await cacheAddress()}:5000`;
     const token = (await dockerRuntime().readFile(
@@ -283,7 +317,8 @@ describe('the pull-through image cache', () => {
     const uids = await runtime.exec(IMAGE_CACHE.container, [
       'sh',
       '-c',
-      'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline 2>/dev/null | grep -q image-cache-registry && grep ^Uid: $p/status; done',
+      // [i] keeps this shell's own command line from matching.
+      'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline 2>/dev/null | grep -q "node-agent.mjs [i]mage-cache-registry" && grep ^Uid: $p/status; done',
     ]);
     expect(uids.stdout.trim()).toMatch(/^Uid:\s+65534\s+65534\s+65534\s+65534$/);
     const script =
