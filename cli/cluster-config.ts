@@ -7,6 +7,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { DatastoreUrlError, parseDatastoreUrl, type Datastore } from '../shared/datastore.js';
 import { MIN_KUBERNETES_MINOR } from '../images/recipe.js';
+import { parseByteSize } from '../shared/byte-size.js';
 import {
   DEFAULT_POD_SUBNET,
   DEFAULT_SERVICE_SUBNET,
@@ -37,6 +38,8 @@ export interface ClusterConfig {
   controlPlane: ControlPlaneSpec;
   /** The Pod Security Standard enforced where a namespace sets none. */
   podSecurity: PodSecurityLevel;
+  /** A size limit for the host's image cache (shared by every cluster), set when this one is made. */
+  imageCacheLimit?: string;
 }
 
 export interface CreateFlags {
@@ -101,6 +104,18 @@ function validatePodSecurity(level: string): PodSecurityLevel {
     throw new ConfigError(`invalid Pod Security level "${level}": use ${POD_SECURITY_LEVELS.join(', ')}`);
   }
   return level as PodSecurityLevel;
+}
+
+function validateCacheLimit(size: string): string {
+  let bytes: number;
+  try {
+    bytes = parseByteSize(size);
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+  if (bytes < 64 * 1024 * 1024)
+    throw new ConfigError(`"${size}" is too small for the image cache: use 64MiB or more`);
+  return size;
 }
 
 function parseWorkersFlag(text: string): number {
@@ -357,6 +372,7 @@ const fileSchema = strictObject({
   datastore: strictObject({ url: checked(readDatastoreUrl).nullish() }).nullish(),
   controlPlane: controlPlaneSchema.nullish(),
   podSecurity: checked(validatePodSecurity).nullish(),
+  imageCache: strictObject({ limit: checked(validateCacheLimit).nullish() }).nullish(),
 }).transform((file) => ({
   // Flat, with every field the file leaves out (or sets to null) undefined, for resolveClusterConfig.
   name: file.name ?? undefined,
@@ -369,6 +385,7 @@ const fileSchema = strictObject({
   datastore: file.datastore?.url ?? undefined,
   controlPlane: file.controlPlane ?? emptyControlPlane(),
   podSecurity: file.podSecurity ?? undefined,
+  imageCacheLimit: file.imageCache?.limit ?? undefined,
 }));
 
 /** What a config file sets; absent fields fall back to flags or defaults in resolveClusterConfig. */
@@ -547,6 +564,7 @@ export function resolveClusterConfig(options: {
       flags.podSecurity !== undefined
         ? validatePodSecurity(flags.podSecurity)
         : (file.podSecurity ?? 'privileged'),
+    imageCacheLimit: file.imageCacheLimit,
   };
 
   if (overlaps(parseCidr(config.podSubnet), parseCidr(config.serviceSubnet))) {

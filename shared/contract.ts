@@ -98,8 +98,17 @@ export const IMAGE_CACHE = {
   limitEnv: 'VIND_CACHE_LIMIT',
   defaultLimit: 20 * 1024 ** 3,
   engineDir: IMAGE_CACHE_ENGINE_DIR,
-  /** The user's Docker config (registry credentials), mounted read-only. */
-  dockerConfig: `${IMAGE_CACHE_ENGINE_DIR}/docker-config.json`,
+  /**
+   * The user's Docker config folder, mounted read-only: a folder, not the file, so that a
+   * `docker login` after the cache started (which replaces config.json) is seen.
+   */
+  dockerConfigDir: `${IMAGE_CACHE_ENGINE_DIR}/docker-config`,
+  dockerConfig: `${IMAGE_CACHE_ENGINE_DIR}/docker-config/config.json`,
+  /**
+   * Credentials the CLI read through the user's credential helpers (credsStore, credHelpers), which
+   * run on the host only; refreshed by every `vind create` and `vind cache`. Same form as `auths`.
+   */
+  helperCredentials: `${IMAGE_CACHE_ENGINE_DIR}/helper-credentials.json`,
   dockerSocket: `${IMAGE_CACHE_ENGINE_DIR}/docker.sock`,
 } as const;
 

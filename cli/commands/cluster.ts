@@ -10,7 +10,14 @@ import {
   validateClusterName,
 } from '../cluster-config.js';
 import { dockerRuntime } from '../runtime/docker-runtime.js';
-import { listCachedImages, pruneImageCache, removeImageCache } from '../image-cache.js';
+import {
+  cacheRunning,
+  listCachedImages,
+  pruneImageCache,
+  removeImageCache,
+  setCacheLimit,
+  shareHelperCredentials,
+} from '../image-cache.js';
 import { parseDuration } from '../duration.js';
 import { InterruptedError, VindError } from '../../shared/errors.js';
 import { consoleReporter, formatDuration } from '../progress.js';
@@ -212,9 +219,18 @@ export function registerCacheCommands(program: Command): void {
     .command('cache')
     .description("show the image cache that serves the host's images to every cluster")
     .option('--json', 'print JSON', false)
-    .action(async (options: { json: boolean }) => {
+    .option('--limit <size>', 'keep at most this much, e.g. 30GiB; least recently used blobs go first')
+    .action(async (options: { json: boolean; limit?: string }) => {
       const runtime = dockerRuntime();
       await runtime.ping();
+      // Credentials from the user's helpers (keychains) reach the cache only through the CLI.
+      if (await cacheRunning(runtime)) await shareHelperCredentials(runtime);
+      if (options.limit !== undefined) {
+        if (!(await cacheRunning(runtime))) {
+          throw new VindError('no image cache is running: it starts with the first cluster (`vind create`)');
+        }
+        await setCacheLimit(runtime, options.limit);
+      }
       const listing = await listCachedImages(runtime);
       if (options.json) {
         process.stdout.write(`${JSON.stringify(listing, null, 2)}\n`);

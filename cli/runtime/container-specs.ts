@@ -94,7 +94,7 @@ export function imageCacheContainerSpec(
       Binds: [
         `${hostSocket}:${IMAGE_CACHE.dockerSocket}`,
         `${IMAGE_CACHE.volume}:${IMAGE_CACHE.root}`,
-        ...(request.dockerConfig ? [`${request.dockerConfig}:${IMAGE_CACHE.dockerConfig}:ro`] : []),
+        ...(request.dockerConfigDir ? [`${request.dockerConfigDir}:${IMAGE_CACHE.dockerConfigDir}:ro`] : []),
       ],
       RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 },
       NetworkMode: request.network,

@@ -305,8 +305,9 @@ export class DockerRuntime implements ContainerRuntime {
 
   async runImageCache(request: ImageCacheRequest): Promise<void> {
     await this.createVolume(IMAGE_CACHE.volume, { [LABELS.role]: 'image-cache' });
-    const container = await this.client.createContainer(imageCacheContainerSpec(request, this.hostSocket));
-    await container.start();
+    await this.client.createContainer(imageCacheContainerSpec(request, this.hostSocket));
+    // A create running at the same moment may have found it and started it already (304).
+    await this.startContainer(IMAGE_CACHE.container);
   }
 
   async startContainer(name: string): Promise<void> {

@@ -42,8 +42,8 @@ export interface NodeRequest {
 export interface ImageCacheRequest {
   image: string;
   network: string;
-  /** The user's Docker config file on the host, for registry credentials, if there is one. */
-  dockerConfig?: string;
+  /** The user's Docker config folder on the host, for registry credentials, if there is one. */
+  dockerConfigDir?: string;
 }
 
 export interface NetworkRequest {

@@ -36,12 +36,15 @@ export interface Engine {
 }
 
 /** The host's Docker on its socket, with the credentials of the user's Docker config for pulls. */
-export function hostEngine(dockerConfig: string = IMAGE_CACHE.dockerConfig, socket = DOCKER_SOCKET): Engine {
+export function hostEngine(
+  credentialSources: string[] = [IMAGE_CACHE.dockerConfig, IMAGE_CACHE.helperCredentials],
+  socket = DOCKER_SOCKET,
+): Engine {
   return {
     inspect: (reference) => inspectImage(reference, socket),
     export: (reference) => exportImage(reference, socket),
     pull: async (reference) => {
-      const auth = await registryAuth(parseImageReference(reference).registry, dockerConfig);
+      const auth = await registryAuth(parseImageReference(reference).registry, ...credentialSources);
       await pullImage(reference, auth, socket);
     },
   };

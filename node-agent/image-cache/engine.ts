@@ -61,23 +61,37 @@ interface DockerConfig {
   auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string }>;
 }
 
-/** Credentials for a registry from the user's Docker config (mounted read-only), as X-Registry-Auth. */
-export async function registryAuth(registry: string, configPath: string): Promise<string | undefined> {
-  let config: DockerConfig;
+/** The `auths` of a Docker config, or of the credentials the CLI read through the user's helpers. */
+async function readAuths(path: string): Promise<NonNullable<DockerConfig['auths']>> {
   try {
-    config = JSON.parse(await readFile(configPath, 'utf8')) as DockerConfig;
+    const parsed = JSON.parse(await readFile(path, 'utf8')) as DockerConfig & DockerConfig['auths'];
+    // The config file nests them under "auths"; the helpers' file is the map itself.
+    return parsed.auths ?? (parsed as NonNullable<DockerConfig['auths']>);
   } catch {
-    return undefined;
+    return {};
   }
+}
+
+/**
+ * Credentials for a registry as X-Registry-Auth: from the user's Docker config (its folder mounted
+ * read-only, re-read at every pull, so a later `docker login` is seen), else from what the CLI read
+ * through the user's credential helpers.
+ */
+export async function registryAuth(registry: string, ...sources: string[]): Promise<string | undefined> {
   const keys =
     registry === 'docker.io' ? ['https://index.docker.io/v1/', 'docker.io', 'index.docker.io'] : [registry];
-  for (const key of keys) {
-    const entry = config.auths?.[key] ?? config.auths?.[`https://${key}`];
-    if (!entry) continue;
-    let { username, password } = entry;
-    if (entry.auth) [username, password] = Buffer.from(entry.auth, 'base64').toString('utf8').split(/:(.*)/s);
-    const auth = { username, password, identitytoken: entry.identitytoken, serveraddress: key };
-    return Buffer.from(JSON.stringify(auth)).toString('base64url');
+  for (const source of sources) {
+    const auths = await readAuths(source);
+    for (const key of keys) {
+      const entry = auths[key] ?? auths[`https://${key}`];
+      if (!entry) continue;
+      let { username, password } = entry;
+      if (entry.auth)
+        [username, password] = Buffer.from(entry.auth, 'base64').toString('utf8').split(/:(.*)/s);
+      if (!username && !password && !entry.identitytoken) continue;
+      const auth = { username, password, identitytoken: entry.identitytoken, serveraddress: key };
+      return Buffer.from(JSON.stringify(auth)).toString('base64url');
+    }
   }
   return undefined;
 }

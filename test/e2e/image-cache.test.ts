@@ -1,7 +1,7 @@
 // Images built on the host run in a cluster with no load step: every node pulls through the image
 // cache, which exports them from the host's Docker.
 
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +29,7 @@ const cluster = uniqueName('e2e-cache');
 const APP = `vind-test/cache-app:${cluster}`;
 const MISSING = '127.0.0.1:1/vind-test/exists-nowhere:v1';
 let scratch: string;
+let dockerConfig: string;
 const builtIds: string[] = [];
 let kubectl: ReturnType<typeof kubectlFor>;
 
@@ -84,7 +85,14 @@ describe('the pull-through image cache', () => {
     const kubeconfig = join(scratch, 'kubeconfig');
     kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
     await buildApp('v1');
-    const created = await runVind(['create', cluster, '--workers', '3'], { KUBECONFIG: kubeconfig });
+    // A Docker config folder of the test's own, as the user's ~/.docker: the cache mounts it.
+    dockerConfig = join(scratch, 'docker-config');
+    await mkdir(dockerConfig);
+    await writeFile(join(dockerConfig, 'config.json'), JSON.stringify({ auths: {} }));
+    const created = await runVind(['create', cluster, '--workers', '3'], {
+      KUBECONFIG: kubeconfig,
+      DOCKER_CONFIG: dockerConfig,
+    });
     expect(created.exitCode, created.stderr).toBe(0);
   });
 
@@ -346,5 +354,27 @@ describe('the pull-through image cache', () => {
     expect(await dockerRuntime().readFile(IMAGE_CACHE.container, imageCacheTokenFile(cluster))).toMatch(
       /^[0-9a-f]{64}/,
     );
+  });
+
+  it('takes a size limit from vind cache --limit and refuses a nonsense one', async () => {
+    const set = await runVind(['cache', '--limit', '100MiB', '--json']);
+    expect(set.exitCode, set.stderr).toBe(0);
+    expect((JSON.parse(set.stdout) as { limit: number }).limit).toBe(100 * 1024 * 1024);
+    const bad = await runVind(['cache', '--limit', 'lots']);
+    expect(bad.exitCode).not.toBe(0);
+    expect(bad.stderr.trim()).toBe(
+      'error: invalid cache limit: "lots" is not a size: write bytes or a number with K, M, G or T',
+    );
+  });
+
+  it('sees a `docker login` made after it started: the config is replaced, as docker does it', async () => {
+    const login = {
+      auths: { 'registry.example.com': { auth: Buffer.from('me:after-start').toString('base64') } },
+    };
+    // docker login writes a new file and renames it over config.json: a new inode.
+    await writeFile(join(dockerConfig, 'config.json.tmp'), JSON.stringify(login));
+    await rename(join(dockerConfig, 'config.json.tmp'), join(dockerConfig, 'config.json'));
+    const seen = await dockerRuntime().readFile(IMAGE_CACHE.container, IMAGE_CACHE.dockerConfig);
+    expect(JSON.parse(seen ?? '{}')).toEqual(login);
   });
 });

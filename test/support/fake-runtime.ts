@@ -220,6 +220,12 @@ export class FakeRuntime implements ContainerRuntime {
 
   async exec(container: string, command: string[]): Promise<ExecResult> {
     await this.enter('exec', container);
+    if (command[0] === 'printenv') {
+      const prefix = `${command[1]}=`;
+      const entry = this.containers.get(container)?.env.find((e) => e.startsWith(prefix));
+      if (entry === undefined) return { exitCode: 1, stdout: '', stderr: '' };
+      return { exitCode: 0, stdout: `${entry.slice(prefix.length)}\n`, stderr: '' };
+    }
     // `rm -f <file>`, as the CLI removes a cluster's token from the image cache.
     if (command[0] === 'rm' && command[1] === '-f') {
       for (const path of command.slice(2)) this.containers.get(container)?.files.delete(path);

@@ -107,6 +107,7 @@ controlPlane:
       datastore: undefined,
       controlPlane: { extraPortMappings: [] },
       podSecurity: undefined,
+      imageCacheLimit: undefined,
     };
     expect(parseConfigFile(HEADER, 'dev.yaml')).toStrictEqual(empty);
     expect(

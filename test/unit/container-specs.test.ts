@@ -89,13 +89,13 @@ describe('nodeContainerSpec', () => {
 describe('imageCacheContainerSpec', () => {
   it('is the one container with the Docker socket, publishes nothing, and reads credentials read-only', () => {
     const spec = imageCacheContainerSpec(
-      { image: 'vind/node:v1.36.3', network: 'vind-test', dockerConfig: '/home/u/.docker/config.json' },
+      { image: 'vind/node:v1.36.3', network: 'vind-test', dockerConfigDir: '/home/u/.docker' },
       '/run/user/1000/docker.sock',
     );
     expect(spec.HostConfig?.Binds).toEqual([
       '/run/user/1000/docker.sock:/run/vind-engine/docker.sock',
       'vind-image-cache:/var/lib/vind-cache',
-      '/home/u/.docker/config.json:/run/vind-engine/docker-config.json:ro',
+      '/home/u/.docker:/run/vind-engine/docker-config:ro',
     ]);
     expect(spec.HostConfig?.PortBindings).toBeUndefined();
     expect(spec.Cmd).toEqual(['image-cache']);

@@ -51,6 +51,9 @@ function options(runtime: FakeRuntime, signal = new AbortController().signal, na
   return { config, runtime, readiness: ready, kubeconfig, retain: false, signal, reporter: quietReporter() };
 }
 
+const tokenFile = (cluster: string) => `${IMAGE_CACHE.tokens}/${cluster}`;
+const cacheFiles = (runtime: FakeRuntime) => runtime.containers.get(IMAGE_CACHE.container)?.files;
+
 async function kubeconfigText(): Promise<string> {
   return readFile(kubeconfig, 'utf8').catch(() => '');
 }
@@ -206,13 +209,14 @@ describe('create against a fake runtime', () => {
 });
 
 describe("each cluster's token for the image cache", () => {
-  const tokenFile = (cluster: string) => `${IMAGE_CACHE.tokens}/${cluster}`;
-  const cacheFiles = (runtime: FakeRuntime) => runtime.containers.get(IMAGE_CACHE.container)?.files;
   const envToken = (runtime: FakeRuntime, container: string) =>
     runtime.containers
       .get(container)!
       .env.find((e) => e.startsWith('VIND_IMAGE_CACHE_TOKEN='))
       ?.slice('VIND_IMAGE_CACHE_TOKEN='.length);
+
+  const tokens = (runtime: FakeRuntime) =>
+    [...cacheFiles(runtime)!.keys()].filter((path) => path.startsWith(`${IMAGE_CACHE.tokens}/`));
 
   it('goes to the workers and into the cache, one new token per cluster', async () => {
     const runtime = new FakeRuntime();
@@ -233,13 +237,65 @@ describe("each cluster's token for the image cache", () => {
     runtime.failWhen = (method, subject) =>
       method === 'runNode' && subject === 'other-worker' ? new Error('worker refused') : undefined;
     await expect(createCluster(options(runtime, undefined, 'other'))).rejects.toThrow('worker refused');
-    // Written for "other" too, then taken back.
-    expect(runtime.calls.filter((c) => c === `writeFile ${IMAGE_CACHE.container}`)).toHaveLength(2);
-    expect([...cacheFiles(runtime)!.keys()]).toEqual([tokenFile('unit')]);
+    // Written for "other" too (the cache was written to three times: two tokens and the
+    // credentials of the second create), then taken back.
+    expect(
+      runtime.calls.filter((c) => c === `writeFile ${IMAGE_CACHE.container}`).length,
+    ).toBeGreaterThanOrEqual(3);
+    expect(tokens(runtime)).toEqual([tokenFile('unit')]);
     runtime.failWhen = () => undefined;
     await createCluster(options(runtime, undefined, 'other'));
     expect(await deleteCluster(runtime, 'unit', kubeconfig)).toBe(true);
-    expect([...cacheFiles(runtime)!.keys()]).toEqual([tokenFile('other')]);
+    expect(tokens(runtime)).toEqual([tokenFile('other')]);
+  });
+});
+
+describe('the shared image cache', () => {
+  it('comes back attached to every cluster network, with every token, when removed by hand', async () => {
+    const runtime = new FakeRuntime();
+    await createCluster(options(runtime));
+    await createCluster(options(runtime, undefined, 'second'));
+    const unitToken = cacheFiles(runtime)!.get(tokenFile('unit'));
+    // The user removes the cache and its volume; the next create makes it anew.
+    await runtime.removeContainer(IMAGE_CACHE.container);
+    await runtime.removeVolume(IMAGE_CACHE.volume);
+    await createCluster(options(runtime, undefined, 'third'));
+    const cache = await runtime.inspectContainer(IMAGE_CACHE.container);
+    expect([...cache!.networks].sort()).toEqual(['vind-second', 'vind-third', 'vind-unit']);
+    expect(cacheFiles(runtime)!.get(tokenFile('unit'))).toBe(unitToken);
+    expect(cacheFiles(runtime)!.get(tokenFile('second'))).toMatch(/^[0-9a-f]{64}\n$/);
+  });
+
+  it('is attached to a network it lost, at the next create', async () => {
+    const runtime = new FakeRuntime();
+    await createCluster(options(runtime));
+    await runtime.disconnectNetwork('vind-unit', IMAGE_CACHE.container);
+    await createCluster(options(runtime, undefined, 'second'));
+    expect((await runtime.inspectContainer(IMAGE_CACHE.container))!.networks.sort()).toEqual([
+      'vind-second',
+      'vind-unit',
+    ]);
+  });
+
+  it('settles two creates that start it at once on one cache', async () => {
+    const runtime = new FakeRuntime();
+    // The second create's attempt to make the cache finds the name taken, as Docker answers 409.
+    const original = runtime.runImageCache.bind(runtime);
+    let calls = 0;
+    runtime.runImageCache = async (request) => {
+      if (calls++ === 0) return original(request);
+      throw Object.assign(new Error('Conflict. The container name "/vind-image-cache" is already in use'), {
+        statusCode: 409,
+      });
+    };
+    await Promise.all([
+      createCluster(options(runtime)),
+      createCluster(options(runtime, undefined, 'second')),
+    ]);
+    expect((await runtime.inspectContainer(IMAGE_CACHE.container))!.networks.sort()).toEqual([
+      'vind-second',
+      'vind-unit',
+    ]);
   });
 });
 

@@ -152,6 +152,21 @@ describe('the host engine behind the broker', () => {
   });
   afterAll(() => docker.close());
 
+  it("falls back to the credentials the CLI read through the user's helpers", async () => {
+    const { registryAuth } = await import('../../node-agent/image-cache/engine.js');
+    const config = join(scratch, 'only-store.json');
+    await writeFile(config, JSON.stringify({ credsStore: 'pass', auths: { 'ghcr.io': {} } }));
+    const helpers = join(scratch, 'helper-credentials.json');
+    await writeFile(helpers, JSON.stringify({ 'ghcr.io': { username: 'me', password: 'from-pass' } }));
+    const auth = await registryAuth('ghcr.io', config, helpers);
+    expect(JSON.parse(Buffer.from(auth!, 'base64url').toString())).toMatchObject({
+      username: 'me',
+      password: 'from-pass',
+      serveraddress: 'ghcr.io',
+    });
+    expect(await registryAuth('quay.io', config, helpers)).toBeUndefined();
+  });
+
   it('adds the credentials of the Docker config to a pull itself', async () => {
     const config = join(scratch, 'docker-config.json');
     await writeFile(
@@ -161,7 +176,7 @@ describe('the host engine behind the broker', () => {
       }),
     );
     const socket = join(scratch, 'host-broker', 'engine.sock');
-    const server = await startBroker(socket, hostEngine(config, dockerSocket));
+    const server = await startBroker(socket, hostEngine([config], dockerSocket));
     try {
       const source = brokerSource(socket);
       await source.pull('registry.example.com/team/app:v1');

@@ -20,6 +20,7 @@ import {
   ensureImageCache,
   newCacheToken,
   registerCacheToken,
+  setCacheLimit,
   removeCacheToken,
   removeImageCache,
 } from '../../image-cache.js';
@@ -105,9 +106,10 @@ export const startContainers: Step<CreateState> = {
       });
     }
     await allSettledOrThrow([
-      ensureImageCache(runtime, config.image, network).then(() =>
-        registerCacheToken(runtime, config.name, token),
-      ),
+      ensureImageCache(runtime, config.image, network).then(async () => {
+        await registerCacheToken(runtime, config.name, token);
+        if (config.imageCacheLimit) await setCacheLimit(runtime, config.imageCacheLimit);
+      }),
       ...requests.map((request) => runtime.runNode(request)),
     ]);
   },
