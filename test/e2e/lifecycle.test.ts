@@ -76,6 +76,33 @@ describe('cluster lifecycle', () => {
     }
   });
 
+  it('started one image cache for both at once, attached to both networks', async () => {
+    const caches = await docker().listContainers({ all: true, filters: { name: ['^/vind-image-cache$'] } });
+    expect(caches).toHaveLength(1);
+    const info = await docker().getContainer('vind-image-cache').inspect();
+    expect(info.State.Running).toBe(true);
+    expect(Object.keys(info.NetworkSettings.Networks).sort()).toEqual([`vind-${a}`, `vind-${b}`].sort());
+  });
+
+  it('brings a cache removed by hand back for every cluster at the next create', async () => {
+    await docker().getContainer('vind-image-cache').remove({ force: true, v: true });
+    const c = uniqueName('e2e-c');
+    try {
+      const created = await runVind(['create', c, '--workers', '0'], env);
+      expect(created.exitCode, created.stderr).toBe(0);
+      const info = await docker().getContainer('vind-image-cache').inspect();
+      expect(Object.keys(info.NetworkSettings.Networks).sort()).toEqual(
+        [`vind-${a}`, `vind-${b}`, `vind-${c}`].sort(),
+      );
+      // The tokens of the clusters that were there came back with it, next to the new one's.
+      const tokens = await execInContainer('vind-image-cache', ['ls', '/var/lib/vind-cache/tokens']);
+      expect(tokens.stdout.split('\n').filter(Boolean).sort()).toEqual([a, b, c].sort());
+    } finally {
+      const deleted = await runVind(['delete', c], env);
+      expect(deleted.exitCode, deleted.stderr).toBe(0);
+    }
+  });
+
   it('keeps the clusters apart: own nodes, own networks, no route between them', async () => {
     const kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
     const nodesA = await kubectl(['--context', `vind-${a}`, 'get', 'nodes', '-o', 'name']);
