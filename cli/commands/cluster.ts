@@ -107,6 +107,8 @@ export function registerClusterCommands(program: Command): void {
       const onSignal = () => controller.abort();
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
+      // A closed terminal too: leave nothing behind.
+      process.on('SIGHUP', onSignal);
       try {
         const cluster = await createCluster({
           config,
@@ -127,6 +129,7 @@ export function registerClusterCommands(program: Command): void {
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
+        process.off('SIGHUP', onSignal);
       }
     });
 

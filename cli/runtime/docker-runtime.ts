@@ -297,6 +297,21 @@ export class DockerRuntime implements ContainerRuntime {
   async runNode(request: NodeRequest): Promise<void> {
     const spec = nodeContainerSpec(request);
     const volume = (spec.HostConfig?.Binds?.[0] ?? '').split(':')[0]!;
+    // Docker hands back an existing volume of that name as if it were new: a node must never start
+    // on the keys and data of another cluster's node.
+    if (
+      await this.client
+        .getVolume(volume)
+        .inspect()
+        .then(
+          () => true,
+          () => false,
+        )
+    ) {
+      throw new VindError(
+        `volume ${volume} already exists: remove it (\`docker volume rm ${volume}\`) or choose another name`,
+      );
+    }
     await this.createVolume(volume, { [LABELS.cluster]: request.cluster, [LABELS.role]: request.role });
     const container = await this.client.createContainer(spec);
     if (request.files?.length) await container.putArchive(filesArchive(request.files), { path: '/' });

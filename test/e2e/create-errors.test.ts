@@ -203,4 +203,57 @@ describe('vind create refuses bad input and cleans up after faults', () => {
     expect(stderr).toContain('error: interrupted');
     expect(await leftovers(name)).toBe(0);
   });
+
+  it('cleans up when its terminal goes away (SIGHUP)', async () => {
+    const name = uniqueName('e2e-hup');
+    created.push(name);
+    const child = execa('node', [CLI, 'create', name, '--workers', '1'], {
+      env: { KUBECONFIG: join(scratch, 'hup-kubeconfig') },
+      reject: false,
+      buffer: false,
+    });
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    await waitFor(
+      'create to start its control plane',
+      async () => (stderr.includes('start control plane') ? true : undefined),
+      60_000,
+    );
+    child.kill('SIGHUP');
+    const result = await child;
+    expect(result.exitCode).toBe(130);
+    expect(await leftovers(name)).toBe(0);
+  });
+
+  it('after a create killed with SIGKILL: the next create names the remains, and delete removes them', async () => {
+    const name = uniqueName('e2e-kill');
+    created.push(name);
+    const env = { KUBECONFIG: join(scratch, 'kill-kubeconfig') };
+    const child = execa('node', [CLI, 'create', name, '--workers', '1'], {
+      env,
+      reject: false,
+      buffer: false,
+    });
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    await waitFor(
+      'create to start its control plane',
+      async () => (stderr.includes('start control plane') ? true : undefined),
+      60_000,
+    );
+    child.kill('SIGKILL');
+    await child;
+    // Killed: nothing could clean up.
+    expect(await leftovers(name)).toBeGreaterThan(0);
+    const again = await runVind(['create', name, '--workers', '1'], env);
+    expect(again.exitCode).not.toBe(0);
+    expect(again.stderr).toMatch(
+      new RegExp(
+        `error: check host failed: cluster "${name}" has remains of an earlier create that did not finish \\(2 containers, 2 volumes, its network\\): remove them with \`vind delete ${name}\``,
+      ),
+    );
+    const deleted = await runVind(['delete', name], env);
+    expect(deleted.exitCode, deleted.stderr).toBe(0);
+    expect(await leftovers(name)).toBe(0);
+  });
 });

@@ -156,6 +156,9 @@ export class FakeRuntime implements ContainerRuntime {
   }
 
   async runNode(request: NodeRequest): Promise<void> {
+    if (this.volumes.has(varVolumeName(request.name))) {
+      throw new Error(`volume ${varVolumeName(request.name)} already exists`);
+    }
     await this.createVolume(varVolumeName(request.name), {
       [LABELS.cluster]: request.cluster,
       [LABELS.role]: request.role,

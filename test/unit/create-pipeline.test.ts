@@ -177,6 +177,23 @@ describe('create against a fake runtime', () => {
     expect(runtime.leftovers()).toEqual(before);
   });
 
+  it('refuses the remains of a create that was killed, and never takes over their volumes', async () => {
+    const runtime = new FakeRuntime();
+    // What a create killed with SIGKILL right after making the volumes leaves: volumes, no containers.
+    await runtime.createVolume('unit-worker-var', { 'dev.vind.cluster': 'unit', 'dev.vind.role': 'worker' });
+    await expect(createCluster(options(runtime))).rejects.toThrow(
+      'cluster "unit" has remains of an earlier create that did not finish (1 volume): remove them with `vind delete unit`',
+    );
+    expect(runtime.leftovers()).toEqual(['volume unit-worker-var']);
+  });
+
+  it('does not start a node on a volume of that name that is not its own, nor remove it', async () => {
+    const runtime = new FakeRuntime();
+    await runtime.createVolume('unit-worker-var', {});
+    await expect(createCluster(options(runtime))).rejects.toThrow('volume unit-worker-var already exists');
+    expect(runtime.leftovers()).toEqual(['volume unit-worker-var']);
+  });
+
   it('spends one deadline for the whole run: a node that never gets ready fails the run in time', async () => {
     const runtime = new FakeRuntime();
     // Workers never report ready: their join file is written but the agent stays "starting".

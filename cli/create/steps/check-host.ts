@@ -3,7 +3,7 @@
 
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { LABELS, networkName } from '../../../shared/contract.js';
+import { LABELS, networkName, parseNodeStatus, STATUS_FILE } from '../../../shared/contract.js';
 import { VindError } from '../../../shared/errors.js';
 import type { ContainerRuntime, SecurityMode } from '../../runtime/runtime.js';
 import type { Step } from '../pipeline.js';
@@ -58,18 +58,44 @@ export async function nodeSecurityMode(runtime: ContainerRuntime, image: string)
   return (await runtime.canRunPrivileged(image)) ? 'privileged' : 'capabilities';
 }
 
+/**
+ * A name in use is refused: a whole cluster ("already exists"), or what an interrupted create left
+ * (a create killed with SIGKILL cannot clean up after itself): its containers, volumes or network.
+ * Volumes in particular are never taken over, or a new cluster would start with old keys and data.
+ */
+async function refuseExisting(runtime: ContainerRuntime, name: string): Promise<void> {
+  const filter = [`${LABELS.cluster}=${name}`];
+  const containers = await runtime.listContainers(filter);
+  const volumes = await runtime.listVolumes(filter);
+  const network = (await runtime.listNetworks()).some((n) => n.name === networkName(name));
+  if (containers.length === 0 && volumes.length === 0 && !network) return;
+  const controlPlane = containers.find((c) => c.labels[LABELS.role] === 'control-plane');
+  const ready =
+    controlPlane?.state === 'running' &&
+    parseNodeStatus(await runtime.readFile(controlPlane.name, STATUS_FILE).catch(() => undefined))?.phase ===
+      'ready';
+  if (ready) {
+    throw new VindError(
+      `cluster "${name}" already exists: delete it with \`vind delete ${name}\` or choose another name`,
+    );
+  }
+  const parts = [
+    containers.length > 0 ? `${containers.length} container${containers.length > 1 ? 's' : ''}` : '',
+    volumes.length > 0 ? `${volumes.length} volume${volumes.length > 1 ? 's' : ''}` : '',
+    network ? 'its network' : '',
+  ].filter(Boolean);
+  throw new VindError(
+    `cluster "${name}" has remains of an earlier create that did not finish (${parts.join(', ')}): ` +
+      `remove them with \`vind delete ${name}\``,
+  );
+}
+
 export const checkHost: Step<CreateState> = {
   name: 'check host',
   async run(state, { note, warn }) {
     const { config, runtime } = state;
     await runtime.ping();
-    const existing = await runtime.listContainers([`${LABELS.cluster}=${config.name}`]);
-    const network = (await runtime.listNetworks()).some((n) => n.name === networkName(config.name));
-    if (existing.length > 0 || network) {
-      throw new VindError(
-        `cluster "${config.name}" already exists: delete it with \`vind delete ${config.name}\` or choose another name`,
-      );
-    }
+    await refuseExisting(runtime, config.name);
     if (!(await runtime.inspectImage(config.image))) {
       throw new VindError(
         `node image ${config.image} is not built: build it with \`vind image build --kubernetes-version ${config.kubernetesVersion}\``,

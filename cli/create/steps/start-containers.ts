@@ -102,7 +102,10 @@ export const startContainers: Step<CreateState> = {
       // Registered before the start: a half-made node (its volume only) is taken back too.
       undo(async () => {
         await runtime.removeContainer(request.name);
-        await runtime.removeVolume(varVolumeName(request.name));
+        // Only a volume this cluster made: one of that name that was there before is not ours.
+        const volume = varVolumeName(request.name);
+        const ours = await runtime.listVolumes([`${LABELS.cluster}=${config.name}`]);
+        if (ours.some((v) => v.name === volume)) await runtime.removeVolume(volume);
       });
     }
     await allSettledOrThrow([
