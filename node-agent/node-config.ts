@@ -41,9 +41,18 @@ export function kubeletConfig(settings: KubeletSettings): string {
     serializeImagePulls: false,
     readOnlyPort: 0,
     healthzBindAddress: '127.0.0.1',
-    // A laptop's disk is shared with everything else: never evict pods or images for disk space.
-    imageGCHighThresholdPercent: 100,
-    evictionHard: { 'imagefs.available': '0%', 'nodefs.available': '0%', 'nodefs.inodesFree': '0%' },
+    // The node's disk is the host's disk (its /var is a volume there). Kept with a margin a laptop can
+    // live with: unused images go when the disk is 90% full, and pods are evicted, the greediest
+    // first, before the last 2 GiB are gone, so a workload that fills the disk stops short of the host.
+    imageGCHighThresholdPercent: 90,
+    imageGCLowThresholdPercent: 80,
+    evictionHard: {
+      'memory.available': '100Mi',
+      'nodefs.available': '2Gi',
+      'imagefs.available': '2Gi',
+      'nodefs.inodesFree': '5%',
+    },
+    evictionPressureTransitionPeriod: '30s',
     // Report a change of readiness (CNI configured) quickly instead of every 10 s.
     nodeStatusUpdateFrequency: '4s',
     nodeStatusReportFrequency: '1m',

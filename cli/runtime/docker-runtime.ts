@@ -3,7 +3,7 @@
 // Every flag comes from container-specs.ts; this file only carries requests to the engine.
 
 import { createWriteStream } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, statfs, writeFile } from 'node:fs/promises';
 import { Agent } from 'node:https';
 import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -85,6 +85,14 @@ export class DockerRuntime implements ContainerRuntime {
           '`sudo systemctl start docker` (or `sudo dockerd &`), or set DOCKER_HOST or a Docker context',
       );
     }
+  }
+
+  async dataDisk(): Promise<{ path: string; free: number } | undefined> {
+    const info = (await this.client.info()) as { DockerRootDir?: string };
+    if (!info.DockerRootDir) return undefined;
+    // A remote engine's folder is not on this machine: then there is nothing to measure here.
+    const stats = await statfs(info.DockerRootDir).catch(() => undefined);
+    return stats ? { path: info.DockerRootDir, free: stats.bavail * stats.bsize } : undefined;
   }
 
   /**

@@ -99,6 +99,8 @@ export interface ContainerRuntime {
   readonly endpoint: string;
   /** Fails with one line that says how to reach an engine when this one does not answer. */
   ping(): Promise<void>;
+  /** Where the engine keeps its data and how many bytes are free there, when that disk is this host's. */
+  dataDisk(): Promise<{ path: string; free: number } | undefined>;
   /** Whether this engine can run privileged containers (probed once per engine, then cached). */
   canRunPrivileged(probeImage: string): Promise<boolean>;
 

@@ -13,6 +13,7 @@ import {
   runVind,
   TEST_IMAGE,
   uniqueName,
+  waitFor,
 } from './helpers.js';
 
 const cluster = uniqueName('e2e-settings');
@@ -96,5 +97,58 @@ describe('a cluster created with --pod-security restricted', () => {
     const days = (Date.parse(summary!.certificatesExpire!) - Date.now()) / (24 * 3600 * 1000);
     expect(days).toBeGreaterThan(360);
     expect(days).toBeLessThan(366);
+  });
+
+  it('evicts a pod that fills more disk than it may, before it can fill the host', async () => {
+    const filler = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'filler' },
+      spec: {
+        restartPolicy: 'Never',
+        terminationGracePeriodSeconds: 1,
+        securityContext: { runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'RuntimeDefault' } },
+        containers: [
+          {
+            name: 'c',
+            image: TEST_IMAGE,
+            // 64 MiB into a volume allowed 16 MiB, then wait to be stopped.
+            command: [
+              'sh',
+              '-c',
+              'cat /bin/busybox /bin/busybox /bin/busybox /bin/busybox /bin/busybox /bin/busybox /bin/busybox /bin/busybox > /scratch/a; for i in 1 2 3 4 5 6 7; do cat /scratch/a >> /scratch/b; done; sleep 600',
+            ],
+            securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
+            volumeMounts: [{ name: 'scratch', mountPath: '/scratch' }],
+          },
+        ],
+        volumes: [{ name: 'scratch', emptyDir: { sizeLimit: '16Mi' } }],
+      },
+    };
+    expect((await kubectl(['apply', '-f', '-'], JSON.stringify(filler))).exitCode).toBe(0);
+    const status = await waitFor(
+      'the kubelet to evict the pod',
+      async () => {
+        const result = await kubectl([
+          'get',
+          'pod',
+          'filler',
+          '-o',
+          'jsonpath={.status.phase}/{.status.reason}/{.status.message}',
+        ]);
+        return result.stdout.startsWith('Failed/') ? result.stdout : undefined;
+      },
+      120_000,
+      1000,
+    );
+    expect(status).toMatch(/^Failed\/Evicted\/.*emptydir/i);
+  });
+
+  it('runs its kubelets with disk eviction and image garbage collection on', async () => {
+    const configz = await kubectl(['get', '--raw', `/api/v1/nodes/${cluster}-worker/proxy/configz`]);
+    expect(configz.exitCode, configz.stderr).toBe(0);
+    const config = (JSON.parse(configz.stdout) as { kubeletconfig: Record<string, unknown> }).kubeletconfig;
+    expect(config.evictionHard).toMatchObject({ 'nodefs.available': '2Gi', 'imagefs.available': '2Gi' });
+    expect(config.imageGCHighThresholdPercent).toBe(90);
   });
 });

@@ -80,6 +80,13 @@ export class FakeRuntime implements ContainerRuntime {
     await this.enter('ping', '');
   }
 
+  /** Bytes free on the fake engine's disk; plenty unless a test says otherwise. */
+  freeDisk = 100 * 1024 ** 3;
+
+  async dataDisk(): Promise<{ path: string; free: number }> {
+    return { path: '/var/lib/docker', free: this.freeDisk };
+  }
+
   async canRunPrivileged(): Promise<boolean> {
     return true;
   }

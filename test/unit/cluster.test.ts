@@ -68,3 +68,13 @@ describe('earliestExpiry', () => {
     expect(earliestExpiry('no certificates here')).toBeUndefined();
   });
 });
+
+describe('lowDiskWarning', () => {
+  it('warns below 4 GiB free, naming the folder and the eviction margin', async () => {
+    const { lowDiskWarning } = await import('../../cli/create/steps/check-host.js');
+    expect(lowDiskWarning('/var/lib/docker', 5 * 1024 ** 3)).toBeUndefined();
+    expect(lowDiskWarning('/var/lib/docker', 1.5 * 1024 ** 3)).toBe(
+      "the disk holding Docker's data (/var/lib/docker) has 1.5 GiB free: nodes evict pods when less than 2 GiB is left; free some space, e.g. with `docker system prune`",
+    );
+  });
+});

@@ -91,3 +91,18 @@ describe('bootstrap manifests', () => {
     expect(deployment).toContain('"imagePullPolicy":"IfNotPresent"');
   });
 });
+
+describe('disk pressure on a laptop', () => {
+  it('evicts before the last 2 GiB and collects unused images at 90%', async () => {
+    const { parse } = await import('yaml');
+    const config = parse(kubeletConfig(settings)) as Record<string, unknown>;
+    expect(config.evictionHard).toEqual({
+      'memory.available': '100Mi',
+      'nodefs.available': '2Gi',
+      'imagefs.available': '2Gi',
+      'nodefs.inodesFree': '5%',
+    });
+    expect(config.imageGCHighThresholdPercent).toBe(90);
+    expect(config.imageGCLowThresholdPercent).toBe(80);
+  });
+});

@@ -43,6 +43,16 @@ export function inotifyWarning(limit: number, workers: number): string | undefin
   );
 }
 
+/** The kubelets evict pods when their disk (the engine's) has less than 2 GiB free. */
+export function lowDiskWarning(path: string, free: number): string | undefined {
+  const GiB = 1024 ** 3;
+  if (free >= 4 * GiB) return undefined;
+  return (
+    `the disk holding Docker's data (${path}) has ${(free / GiB).toFixed(1)} GiB free: nodes evict pods when ` +
+    'less than 2 GiB is left; free some space, e.g. with `docker system prune`'
+  );
+}
+
 async function inotifyLimit(): Promise<number | undefined> {
   try {
     return Number((await readFile('/proc/sys/fs/inotify/max_user_instances', 'utf8')).trim());
@@ -115,6 +125,9 @@ export const checkHost: Step<CreateState> = {
         );
       }
     }
+    const disk = await runtime.dataDisk();
+    const diskWarning = disk ? lowDiskWarning(disk.path, disk.free) : undefined;
+    if (diskWarning) warn(diskWarning);
     const limit = await inotifyLimit();
     const warning = limit === undefined ? undefined : inotifyWarning(limit, config.workers.length);
     if (warning) warn(warning);
