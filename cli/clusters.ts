@@ -13,14 +13,16 @@ import {
   contextName,
   controlPlaneName,
   LABELS,
+  parseNodeStatus,
   PKI_DIR,
+  STATUS_FILE,
 } from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
 import { credentialsFromKubeconfig, renderKubeconfig } from '../shared/kubeconfig.js';
 import { detachImageCache, removeCacheToken } from './image-cache.js';
 import { kubeconfigPath, removeFromKubeconfigFile } from './kubeconfig.js';
 import type { Reporter } from './progress.js';
-import type { ContainerRuntime, ContainerState } from './runtime/runtime.js';
+import type { ContainerInfo, ContainerRuntime, ContainerState } from './runtime/runtime.js';
 
 /** Names of every cluster that has a container, volume or network on this engine. */
 export async function clusterNames(runtime: ContainerRuntime): Promise<string[]> {
@@ -66,6 +68,21 @@ export interface ClusterSummary {
   endpoint: string;
   /** When the first of the control plane's certificates expires (RFC 3339), when it can be read. */
   certificatesExpire?: string;
+  /** Nodes whose agent failed or is trying again, with its reason: `dev-worker: retrying: ...`. */
+  problems: string[];
+}
+
+/** What the agents of running nodes report that is not well: failed, or retrying after a failure. */
+async function nodeProblems(runtime: ContainerRuntime, nodes: ContainerInfo[]): Promise<string[]> {
+  const problems: string[] = [];
+  for (const node of nodes) {
+    if (node.state !== 'running' || node.labels[LABELS.role] === 'image-cache') continue;
+    const status = parseNodeStatus(await runtime.readFile(node.name, STATUS_FILE).catch(() => undefined));
+    if (status?.phase === 'failed' || status?.phase === 'retrying') {
+      problems.push(`${node.name}: ${status.phase}: ${status.message}`);
+    }
+  }
+  return problems;
 }
 
 /** The earliest expiry among PEM certificates. */
@@ -89,9 +106,9 @@ async function certificatesExpire(
   return result?.exitCode === 0 ? earliestExpiry(result.stdout) : undefined;
 }
 
-export function summarizeState(states: ContainerState[]): string {
+export function summarizeState(states: ContainerState[], failing = false): string {
   if (states.length === 0) return 'no containers';
-  if (states.every((s) => s === 'running')) return 'running';
+  if (states.every((s) => s === 'running')) return failing ? 'failing' : 'running';
   if (states.every((s) => s === 'paused')) return 'paused';
   if (states.every((s) => s === 'exited' || s === 'created')) return 'stopped';
   return 'degraded';
@@ -104,14 +121,19 @@ export async function listClusters(runtime: ContainerRuntime): Promise<ClusterSu
     const own = containers.filter((c) => c.labels[LABELS.cluster] === name);
     const controlPlane = own.find((c) => c.labels[LABELS.role] === 'control-plane');
     const port = controlPlane?.labels[LABELS.apiPort];
+    const problems = await nodeProblems(runtime, own);
     summaries.push({
       name,
-      state: summarizeState(own.map((c) => c.state)),
+      state: summarizeState(
+        own.map((c) => c.state),
+        problems.length > 0,
+      ),
       nodes: own.length,
       kubernetesVersion: controlPlane?.labels[LABELS.kubernetesVersion] ?? '',
       endpoint: port ? `https://127.0.0.1:${port}` : '',
       certificatesExpire:
         controlPlane?.state === 'running' ? await certificatesExpire(runtime, controlPlane.name) : undefined,
+      problems,
     });
   }
   return summaries;

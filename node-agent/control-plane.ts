@@ -28,7 +28,7 @@ import { admissionConfiguration } from './admission.js';
 import { fatalDatastoreError } from './datastore-errors.js';
 import { renderKubeconfig } from '../shared/kubeconfig.js';
 import { apiReady } from '../shared/kubernetes.js';
-import { poll } from '../shared/poll.js';
+import { PermanentError, poll } from '../shared/poll.js';
 import {
   type BootstrapToken,
   bootstrapRbac,
@@ -41,7 +41,7 @@ import { signDetachedJws } from './join.js';
 import { caCertHash, ensurePki, type PkiPaths } from './pki.js';
 import { keepPodRoutes } from './pod-routes.js';
 import { installSafetyNet } from './safety-net.js';
-import { setStatus } from './status.js';
+import { settingsOrStop, setStatus } from './status.js';
 import type { Supervisor } from './supervisor.js';
 
 const LOCAL_SERVER = `https://127.0.0.1:${API_SERVER_PORT}`;
@@ -120,7 +120,9 @@ async function startDatastore(
   } else {
     // The same parser that validated the URL in the CLI: one reading of every datastore form.
     const datastore = parseDatastoreUrl((await readFile(DATASTORE_URL_FILE, 'utf8')).trim());
-    if (datastore.kind === 'sqlite') throw new Error(`${DATASTORE_URL_FILE} names no external datastore`);
+    if (datastore.kind === 'sqlite') {
+      throw new PermanentError(`${DATASTORE_URL_FILE} names no external datastore`);
+    }
     await checkReachable(datastore.host, datastore.port);
     if (datastore.kind === 'etcd') return { etcd: datastore.url.replace(/^etcd:\/\//, 'http://'), refused };
     endpoint = datastore.url;
@@ -133,7 +135,7 @@ async function startDatastore(
     env: { KINE_ENDPOINT: endpoint },
     onOutput: (line) => {
       const reason = fatalDatastoreError(line);
-      if (reason) refuse(new Error(`the datastore refused kine: ${reason}`));
+      if (reason) refuse(new PermanentError(`the datastore refused kine: ${reason}`));
     },
   });
   return { etcd: 'http://127.0.0.1:2379', refused };
@@ -216,8 +218,8 @@ async function writeKubeconfigs(pki: PkiPaths, server: string): Promise<void> {
   }
 }
 
-export async function runControlPlane(supervisor: Supervisor): Promise<void> {
-  const settings = decodeNodeEnv('control-plane', process.env) as ControlPlaneSettings;
+export async function runControlPlane(supervisor: Supervisor, signal: AbortSignal): Promise<void> {
+  const settings = settingsOrStop(() => decodeNodeEnv('control-plane', process.env)) as ControlPlaneSettings;
   await setStatus('starting', 'control plane starting');
   await installSafetyNet(settings);
 
@@ -320,6 +322,6 @@ export async function runControlPlane(supervisor: Supervisor): Promise<void> {
   };
   await writeFileAtomic(JOIN_FILE, JSON.stringify(join), { mode: 0o600 });
   // The control plane is not a node: it routes to every node's pods.
-  keepPodRoutes(target, undefined, new AbortController().signal);
+  keepPodRoutes(target, undefined, signal);
   await setStatus('ready', `control plane ready at ${server}`);
 }

@@ -6,7 +6,7 @@
 import { runControlPlane } from './control-plane.js';
 import { imageCacheCommand, runImageCache, runImageCacheRegistry } from './image-cache/main.js';
 import { log } from './log.js';
-import { setStatus } from './status.js';
+import { isPermanent, retryDelay, setStatus } from './status.js';
 import { Supervisor } from './supervisor.js';
 import { runWorker } from './worker.js';
 
@@ -44,22 +44,38 @@ async function main(): Promise<void> {
   }
   const supervisor = new Supervisor();
   let stopping = false;
+  let attempt: AbortController | undefined;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log(`${signal}: stopping`);
+    attempt?.abort();
     void supervisor.stopAll().then(() => process.exit(0));
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  try {
-    await ROLES[role as Role](supervisor);
-  } catch (error) {
-    const message = (error as Error).message;
-    await setStatus('failed', message).catch(() => undefined);
-    // Stay up: the container must not exit and restart, which would wipe the status the CLI reads,
-    // and daemons keep running so the failure can be inspected (`docker exec`, `--retain`).
-    setInterval(() => undefined, 3_600_000);
+  // A failure that may heal (a datastore not up yet after a restart, a podCIDR late) is tried again
+  // from the start, with back-off; one that cannot (a refused password, bad settings) is final.
+  for (let tries = 0; !stopping; tries++) {
+    attempt = new AbortController();
+    try {
+      await ROLES[role as Role](supervisor, attempt.signal);
+      return;
+    } catch (error) {
+      const message = (error as Error).message.split('\n')[0] ?? String(error);
+      if (isPermanent(error)) {
+        await setStatus('failed', message).catch(() => undefined);
+        // Stay up: the container must not exit and restart, which would wipe the status the CLI
+        // reads, and daemons keep running so the failure can be inspected (`docker exec`, `--retain`).
+        setInterval(() => undefined, 3_600_000);
+        return;
+      }
+      const delay = retryDelay(tries);
+      await setStatus('retrying', `${message}; trying again in ${delay / 1000}s`).catch(() => undefined);
+      attempt.abort();
+      await supervisor.reset();
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
   }
 }
 

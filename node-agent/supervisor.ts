@@ -95,6 +95,14 @@ export class Supervisor {
     log(`started ${spec.name} (pid ${child.pid})`);
   }
 
+  /** Stops every daemon and forgets them, so that a new attempt at the role starts from nothing. */
+  async reset(): Promise<void> {
+    await this.stopAll();
+    for (const service of this.services) service.logStream.end();
+    this.services.length = 0;
+    this.stopping = false;
+  }
+
   isRunning(name: string): boolean {
     return this.services.some((s) => s.spec.name === name && s.child !== undefined);
   }

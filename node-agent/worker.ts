@@ -35,7 +35,7 @@ import {
 import { keepPodRoutes } from './pod-routes.js';
 import { prepareNode } from './prepare.js';
 import { installSafetyNet } from './safety-net.js';
-import { setStatus } from './status.js';
+import { settingsOrStop, setStatus } from './status.js';
 import type { Supervisor } from './supervisor.js';
 
 const CNI_CONFIG = '/etc/cni/net.d/10-vind.conflist';
@@ -95,8 +95,8 @@ async function joinConfig(settings: WorkerSettings): Promise<JoinConfig> {
   );
 }
 
-export async function runWorker(supervisor: Supervisor): Promise<void> {
-  const settings = decodeNodeEnv('worker', process.env) as WorkerSettings;
+export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Promise<void> {
+  const settings = settingsOrStop(() => decodeNodeEnv('worker', process.env)) as WorkerSettings;
   const environment = await prepareNode();
   await installSafetyNet(settings);
   await startContainerd(supervisor, {
@@ -177,6 +177,6 @@ export async function runWorker(supervisor: Supervisor): Promise<void> {
   await writeFile(KUBE_PROXY_CONFIG, kubeProxyConfig(kubelet));
   supervisor.start({ name: 'kube-proxy', command: 'kube-proxy', args: [`--config=${KUBE_PROXY_CONFIG}`] });
 
-  keepPodRoutes(target, settings.nodeName, new AbortController().signal);
+  keepPodRoutes(target, settings.nodeName, signal);
   await setStatus('ready', `joined as ${settings.nodeName}`);
 }

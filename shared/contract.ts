@@ -136,9 +136,13 @@ export function clusterDnsAddress(serviceSubnet: string): string {
 
 // ---- files the agent writes for the CLI ----
 
-export type NodePhase = 'starting' | 'ready' | 'failed';
+/**
+ * starting, then ready; `retrying` after a failure that may heal (a datastore still down), with the
+ * reason and when the next attempt comes; `failed` when waiting cannot help (a refused password).
+ */
+export type NodePhase = 'starting' | 'ready' | 'retrying' | 'failed';
 
-/** STATUS_FILE: a failed phase carries the one line to show the user. */
+/** STATUS_FILE: a failed or retrying phase carries the one line to show the user. */
 export interface NodeStatus {
   phase: NodePhase;
   message: string;
@@ -161,8 +165,8 @@ export function parseNodeStatus(text: string | undefined): NodeStatus | undefine
   if (!text) return undefined;
   try {
     const value = JSON.parse(text) as Partial<NodeStatus>;
-    if (value.phase !== 'starting' && value.phase !== 'ready' && value.phase !== 'failed') return undefined;
-    return { phase: value.phase, message: value.message ?? '', at: value.at ?? '' };
+    if (!['starting', 'ready', 'retrying', 'failed'].includes(value.phase ?? '')) return undefined;
+    return { phase: value.phase as NodePhase, message: value.message ?? '', at: value.at ?? '' };
   } catch {
     return undefined; // half written by an older agent, or not yet there
   }

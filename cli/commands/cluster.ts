@@ -186,6 +186,8 @@ export function registerClusterCommands(program: Command): void {
             .trimEnd()}\n`,
         );
       }
+      // Why a cluster is failing, one node per line.
+      for (const problem of clusters.flatMap((c) => c.problems)) process.stdout.write(`  ${problem}\n`);
     });
 
   program

@@ -11,6 +11,8 @@ import {
   docker,
   execInContainer,
   hostAddressOnDefaultBridge,
+  kubectlBinary,
+  kubectlFor,
   removeByLabel,
   requireNodeImage,
   runVind,
@@ -22,6 +24,7 @@ const cluster = uniqueName('e2e-pg');
 const PASSWORD = 'vind-e2e-password';
 let scratch: string;
 let server: ResultPromise | undefined;
+let startServer: () => Promise<void>;
 let address: string;
 const port = 20000 + Math.floor(Math.random() * 20000);
 
@@ -64,19 +67,22 @@ describe('an external PostgreSQL datastore', () => {
       },
     );
     await appendFile(join(data, 'pg_hba.conf'), 'host all all 0.0.0.0/0 scram-sha-256\n');
-    server = execa(
-      join(bin, 'postgres'),
-      ['-D', data, '-p', String(port), '-k', scratch, '-c', `listen_addresses=${address}`],
-      { ...owner, reject: false },
-    );
-    await waitFor(
-      'PostgreSQL to accept connections',
-      async () =>
-        (await execa('pg_isready', ['-h', address, '-p', String(port)], { reject: false })).exitCode === 0
-          ? true
-          : undefined,
-      30_000,
-    );
+    startServer = async () => {
+      server = execa(
+        join(bin, 'postgres'),
+        ['-D', data, '-p', String(port), '-k', scratch, '-c', `listen_addresses=${address}`],
+        { ...owner, reject: false },
+      );
+      await waitFor(
+        'PostgreSQL to accept connections',
+        async () =>
+          (await execa('pg_isready', ['-h', address, '-p', String(port)], { reject: false })).exitCode === 0
+            ? true
+            : undefined,
+        30_000,
+      );
+    };
+    await startServer();
   });
 
   afterAll(async () => {
@@ -141,5 +147,44 @@ describe('an external PostgreSQL datastore', () => {
     } finally {
       await removeByLabel(other);
     }
+  });
+
+  it('comes back by itself when the datastore was down while the control plane restarted', async () => {
+    const controlPlane = `${cluster}-control-plane`;
+    const kubectl = kubectlFor(await kubectlBinary(), join(scratch, 'kubeconfig'));
+    server!.kill('SIGINT');
+    await server;
+    await docker().getContainer(controlPlane).restart({ t: 5 });
+    // While the datastore is away the agent says so, and tries again: `vind list` shows why.
+    const problem = await waitFor(
+      'vind list to show the control plane retrying',
+      async () => {
+        const listed = JSON.parse((await runVind(['list', '--json'])).stdout) as {
+          name: string;
+          state: string;
+          problems: string[];
+        }[];
+        const own = listed.find((c) => c.name === cluster);
+        return own?.state === 'failing' ? own.problems.join('\n') : undefined;
+      },
+      90_000,
+      1000,
+    );
+    expect(problem).toMatch(
+      new RegExp(
+        `^${controlPlane}: retrying: datastore ${address.replaceAll('.', '\\.')}:${port} cannot be reached`,
+      ),
+    );
+    await startServer();
+    const stored = await waitFor(
+      'the API server to answer from the datastore again',
+      async () => {
+        const result = await kubectl(['get', 'configmap', 'stored-in-postgres', '-o', 'jsonpath={.data.k}']);
+        return result.exitCode === 0 ? result.stdout : undefined;
+      },
+      180_000,
+      1000,
+    );
+    expect(stored).toBe('v');
   });
 });

@@ -204,6 +204,47 @@ describe('create against a fake runtime', () => {
     expect(runtime.leftovers()).toEqual([]);
   });
 
+  it('keeps waiting for a node whose agent is trying again, and names its reason if time runs out', async () => {
+    const runtime = new FakeRuntime();
+    const original = runtime.runNode.bind(runtime);
+    runtime.runNode = async (request) => {
+      await original(request);
+      if (request.role === 'control-plane') {
+        const files = runtime.containers.get(request.name)!.files;
+        const ready = files.get('/run/vind/status')!;
+        files.set(
+          '/run/vind/status',
+          JSON.stringify({
+            phase: 'retrying',
+            message: 'datastore db:5432 cannot be reached; trying again in 2s',
+            at: '',
+          }),
+        );
+        // The datastore comes up: the agent's next attempt succeeds.
+        setTimeout(() => files.set('/run/vind/status', ready), 300);
+      }
+    };
+    await expect(createCluster(options(runtime))).resolves.toMatchObject({ name: 'unit' });
+
+    const stuck = new FakeRuntime();
+    const originalStuck = stuck.runNode.bind(stuck);
+    stuck.runNode = async (request) => {
+      await originalStuck(request);
+      if (request.role === 'control-plane') {
+        stuck.containers
+          .get(request.name)!
+          .files.set(
+            '/run/vind/status',
+            JSON.stringify({ phase: 'retrying', message: 'datastore db:5432 cannot be reached', at: '' }),
+          );
+      }
+    };
+    await expect(createCluster({ ...options(stuck), waitMs: 500 })).rejects.toThrow(
+      'timed out waiting for unit-control-plane to start (last: datastore db:5432 cannot be reached): raise --wait',
+    );
+    expect(stuck.leftovers()).toEqual([]);
+  });
+
   it('reads a failed node status as the reason, at once', async () => {
     const runtime = new FakeRuntime();
     const original = runtime.runNode.bind(runtime);

@@ -152,3 +152,21 @@ describe('admissionConfiguration', () => {
     expect(podSecurity.exemptions.namespaces).toEqual(['kube-system']);
   });
 });
+
+describe('retrying a role', () => {
+  it('tells failures that waiting cannot mend from those it may', async () => {
+    const { isPermanent, retryDelay, settingsOrStop } = await import('../../node-agent/status.js');
+    const { PermanentError } = await import('../../shared/poll.js');
+    expect(isPermanent(new Error('datastore 172.17.0.1:5432 cannot be reached (ECONNREFUSED)'))).toBe(false);
+    expect(isPermanent(new PermanentError('the password was refused'))).toBe(true);
+    // As join reports a CA hash that does not match: wrapped, with the permanent error as its cause.
+    const wrapped = new Error('joining https://x:6443: hash mismatch', { cause: new PermanentError('hash') });
+    expect(isPermanent(wrapped)).toBe(true);
+    expect(() =>
+      settingsOrStop(() => {
+        throw new Error('VIND_NODE_IP is not set');
+      }),
+    ).toThrow(PermanentError);
+    expect([0, 1, 2, 5, 9].map(retryDelay)).toEqual([2000, 4000, 8000, 60_000, 60_000]);
+  });
+});

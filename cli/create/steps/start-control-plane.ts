@@ -28,6 +28,8 @@ export async function waitForNodeAgent(
         const status = parseNodeStatus(await runtime.readFile(container, STATUS_FILE).catch(() => undefined));
         if (status?.phase === 'failed') throw new PermanentError(`${container}: ${status.message}`);
         if (status?.phase === 'ready') return true;
+        // Not yet, and why: the agent tries again by itself; the reason is named if time runs out.
+        if (status?.phase === 'retrying') throw new Error(status.message);
         const info = await runtime.inspectContainer(container);
         if (!info || info.state !== 'running') {
           throw new PermanentError(
