@@ -1,9 +1,10 @@
 // containerd inside a node: its configuration (pure), its start under the supervisor, and the
 // images every node holds from the start (the pod sandbox and CoreDNS), imported from the image.
 
-import { chmod, readdir, writeFile, mkdir } from 'node:fs/promises';
+import { chmod, readdir, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { writeFileAtomic } from '../shared/atomic-write.js';
 import { IMAGE_CACHE, PRELOADED_IMAGES_DIR } from '../shared/contract.js';
 import { qualifiedReference } from '../shared/image-reference.js';
 import { poll } from '../shared/poll.js';
@@ -106,10 +107,12 @@ export async function startContainerd(supervisor: Supervisor, options: Container
     await mkdir(join(REGISTRY_HOSTS_DIR, '_default'), { recursive: true });
     // It holds the token: for root alone (pods never see the node's /etc/containerd anyway).
     const hostsToml = join(REGISTRY_HOSTS_DIR, '_default', 'hosts.toml');
-    await writeFile(hostsToml, mirrorHostsToml(options.imageCache, options.imageCacheToken), { mode: 0o600 });
+    await writeFileAtomic(hostsToml, mirrorHostsToml(options.imageCache, options.imageCacheToken), {
+      mode: 0o600,
+    });
     await chmod(hostsToml, 0o600);
   }
-  await writeFile(CONTAINERD_CONFIG, containerdConfig(options));
+  await writeFileAtomic(CONTAINERD_CONFIG, containerdConfig(options));
   supervisor.start({ name: 'containerd', command: 'containerd', args: ['--config', CONTAINERD_CONFIG] });
   await waitForContainerd(60_000);
 }

@@ -2,8 +2,9 @@
 // podCIDR, kube-proxy, and routes to every other node's podCIDR.
 
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { execa } from 'execa';
+import { writeFileAtomic } from '../shared/atomic-write.js';
 import {
   clusterDnsAddress,
   decodeNodeEnv,
@@ -128,8 +129,8 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
     const join = await joinConfig(settings);
     await setStatus('starting', `joining ${join.server}`);
     const discovered = await discover(join);
-    await writeFile(CLUSTER_CA_FILE, discovered.caCertPem);
-    await writeFile(
+    await writeFileAtomic(CLUSTER_CA_FILE, discovered.caCertPem);
+    await writeFileAtomic(
       BOOTSTRAP_KUBECONFIG,
       bootstrapKubeconfig(discovered.server, CLUSTER_CA_FILE, join.token),
       {
@@ -138,10 +139,13 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
     );
   }
 
-  await writeFile(RESOLV_CONF, podResolvConf(await readFile('/etc/resolv.conf', 'utf8'), settings.nodeIp));
+  await writeFileAtomic(
+    RESOLV_CONF,
+    podResolvConf(await readFile('/etc/resolv.conf', 'utf8'), settings.nodeIp),
+  );
   await forwardDnsToDocker(settings.nodeIp);
   await mkdir(KUBELET_DIR, { recursive: true });
-  await writeFile(`${KUBELET_DIR}/config.yaml`, kubeletConfig(kubelet));
+  await writeFileAtomic(`${KUBELET_DIR}/config.yaml`, kubeletConfig(kubelet));
   supervisor.start({ name: 'kubelet', command: 'kubelet', args: kubeletArgs(kubelet, settings.labels) });
 
   // TLS bootstrap done: the kubelet wrote its own kubeconfig with a signed client certificate.
@@ -158,7 +162,7 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
     async () => (await ownNode(target, settings.nodeName)).spec.podCIDR,
     { timeoutMs: 180_000 },
   );
-  await writeFile(CNI_CONFIG, cniConfig(podCidr));
+  await writeFileAtomic(CNI_CONFIG, cniConfig(podCidr));
   await iptables([
     '-A',
     'POSTROUTING',
@@ -174,7 +178,7 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
   ]);
   log(`pod network ${podCidr}`);
 
-  await writeFile(KUBE_PROXY_CONFIG, kubeProxyConfig(kubelet));
+  await writeFileAtomic(KUBE_PROXY_CONFIG, kubeProxyConfig(kubelet));
   supervisor.start({ name: 'kube-proxy', command: 'kube-proxy', args: [`--config=${KUBE_PROXY_CONFIG}`] });
 
   keepPodRoutes(target, settings.nodeName, signal);
