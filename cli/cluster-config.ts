@@ -40,6 +40,8 @@ export interface ClusterConfig {
   podSecurity: PodSecurityLevel;
   /** A size limit for the host's image cache (shared by every cluster), set when this one is made. */
   imageCacheLimit?: string;
+  /** Take over the space an earlier cluster of this name left in the external datastore. */
+  reuseDatastore: boolean;
 }
 
 export interface CreateFlags {
@@ -50,6 +52,7 @@ export interface CreateFlags {
   image?: string;
   datastore?: string;
   podSecurity?: string;
+  reuseDatastore?: boolean;
 }
 
 export class ConfigError extends VindError {
@@ -565,6 +568,7 @@ export function resolveClusterConfig(options: {
         ? validatePodSecurity(flags.podSecurity)
         : (file.podSecurity ?? 'privileged'),
     imageCacheLimit: file.imageCacheLimit,
+    reuseDatastore: flags.reuseDatastore ?? false,
   };
 
   if (overlaps(parseCidr(config.podSubnet), parseCidr(config.serviceSubnet))) {

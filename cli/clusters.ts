@@ -12,6 +12,7 @@ import {
   API_SERVER_PORT,
   contextName,
   controlPlaneName,
+  datastoreSpace,
   LABELS,
   parseNodeStatus,
   PKI_DIR,
@@ -38,14 +39,22 @@ export async function clusterNames(runtime: ContainerRuntime): Promise<string[]>
  * Removes every container, volume and network of the cluster, its token from the image cache, and
  * its kubeconfig context.
  */
+export interface DeletedCluster {
+  /** Whether there was anything to delete. */
+  removed: boolean;
+  /** What stays behind in an external datastore, which vind does not own: its URL and the space. */
+  keptInDatastore?: { datastore: string; space: string };
+}
+
 export async function deleteCluster(
   runtime: ContainerRuntime,
   name: string,
   kubeconfig?: string,
-): Promise<boolean> {
+): Promise<DeletedCluster> {
   const filter = [`${LABELS.cluster}=${name}`];
   await removeCacheToken(runtime, name);
   const containers = await runtime.listContainers(filter);
+  const datastore = containers.find((c) => c.labels[LABELS.datastore])?.labels[LABELS.datastore];
   await Promise.all(containers.map((c) => runtime.removeContainer(c.id)));
   const volumes = await runtime.listVolumes(filter);
   await Promise.all(volumes.map((v) => runtime.removeVolume(v.name)));
@@ -57,7 +66,10 @@ export async function deleteCluster(
     }),
   );
   const removedContext = await removeFromKubeconfigFile(kubeconfig ?? kubeconfigPath(), contextName(name));
-  return containers.length + volumes.length + networks.length > 0 || removedContext;
+  return {
+    removed: containers.length + volumes.length + networks.length > 0 || removedContext,
+    keptInDatastore: datastore ? { datastore, space: datastoreSpace(name) } : undefined,
+  };
 }
 
 export interface ClusterSummary {

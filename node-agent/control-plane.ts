@@ -15,6 +15,7 @@ import {
   type ControlPlaneSettings,
   COREDNS_IMAGE,
   DATASTORE_URL_FILE,
+  datastoreSpace,
   decodeNodeEnv,
   type JoinInfo,
   JOIN_FILE,
@@ -22,9 +23,14 @@ import {
   parseJoinInfo,
   PKI_DIR,
   STATE_DIR,
+  STATUS_REASONS,
 } from '../shared/contract.js';
-import { parseDatastoreUrl } from '../shared/datastore.js';
+import { parseDatastoreUrl, redactUrl } from '../shared/datastore.js';
 import { admissionConfiguration } from './admission.js';
+import { claimDatastoreSpace, clusterId } from './datastore-space.js';
+import { EtcdClient } from './etcd-client.js';
+import { ensureEncryptionConfiguration } from './encryption.js';
+import { log } from './log.js';
 import { fatalDatastoreError } from './datastore-errors.js';
 import { renderKubeconfig } from '../shared/kubeconfig.js';
 import { apiReady } from '../shared/kubernetes.js';
@@ -41,11 +47,13 @@ import { signDetachedJws } from './join.js';
 import { caCertHash, ensurePki, type PkiPaths } from './pki.js';
 import { keepPodRoutes } from './pod-routes.js';
 import { installSafetyNet } from './safety-net.js';
-import { settingsOrStop, setStatus } from './status.js';
+import { ReasonedError, settingsOrStop, setStatus } from './status.js';
 import type { Supervisor } from './supervisor.js';
 
 const LOCAL_SERVER = `https://127.0.0.1:${API_SERVER_PORT}`;
 const ADMISSION_CONFIG = `${STATE_DIR}/admission.yaml`;
+const ENCRYPTION_CONFIG = `${PKI_DIR}/encryption.yaml`;
+const CLUSTER_ID_FILE = `${STATE_DIR}/cluster-id`;
 const TOKEN_LIFETIME_MS = 24 * 3600 * 1000;
 
 function tokenPart(length: number): string {
@@ -89,15 +97,29 @@ async function checkReachable(host: string, port: number): Promise<void> {
     });
     socket.once('timeout', () => {
       socket.destroy();
-      reject(new Error(`datastore ${host}:${port} did not answer within 5s`));
+      reject(
+        new ReasonedError(
+          `datastore ${host}:${port} did not answer within 5s`,
+          STATUS_REASONS.datastoreUnreachable,
+        ),
+      );
     });
     socket.once('error', (error: NodeJS.ErrnoException) =>
-      reject(new Error(`datastore ${host}:${port} cannot be reached (${error.code ?? error.message})`)),
+      reject(
+        new ReasonedError(
+          `datastore ${host}:${port} cannot be reached (${error.code ?? error.message})`,
+          STATUS_REASONS.datastoreUnreachable,
+        ),
+      ),
     );
   });
 }
 
 /** Starts kine where the API server needs it, and returns the etcd endpoint for the API server. */
+async function datastoreUrl(): Promise<string> {
+  return (await readFile(DATASTORE_URL_FILE, 'utf8')).trim();
+}
+
 interface StartedDatastore {
   /** The etcd endpoint for the API server. */
   etcd: string;
@@ -119,7 +141,7 @@ async function startDatastore(
     await mkdir(`${STATE_DIR}/kine`, { recursive: true });
   } else {
     // The same parser that validated the URL in the CLI: one reading of every datastore form.
-    const datastore = parseDatastoreUrl((await readFile(DATASTORE_URL_FILE, 'utf8')).trim());
+    const datastore = parseDatastoreUrl(await datastoreUrl());
     if (datastore.kind === 'sqlite') {
       throw new PermanentError(`${DATASTORE_URL_FILE} names no external datastore`);
     }
@@ -146,6 +168,8 @@ function apiServerArgs(settings: ControlPlaneSettings, pki: PkiPaths, etcd: stri
     `--advertise-address=${settings.nodeIp}`,
     `--secure-port=${API_SERVER_PORT}`,
     `--etcd-servers=${etcd}`,
+    `--etcd-prefix=${settings.datastore === 'external' ? `${datastoreSpace(settings.clusterName)}/registry` : '/registry'}`,
+    `--encryption-provider-config=${ENCRYPTION_CONFIG}`,
     `--admission-control-config-file=${ADMISSION_CONFIG}`,
     `--service-cluster-ip-range=${settings.serviceSubnet}`,
     `--client-ca-file=${pki.caCert}`,
@@ -237,9 +261,28 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
   const server = `https://${settings.nodeIp}:${API_SERVER_PORT}`;
   await writeKubeconfigs(pki, server);
   await writeFileAtomic(ADMISSION_CONFIG, admissionConfiguration(settings.podSecurity));
+  await ensureEncryptionConfiguration(ENCRYPTION_CONFIG);
 
   const datastore = await startDatastore(supervisor, settings.datastore);
   const etcd = datastore.etcd;
+  if (settings.datastore === 'external') {
+    // Before the API server reads anything there: is this space this cluster's?
+    const client = new EtcdClient(etcd);
+    try {
+      await Promise.race([
+        claimDatastoreSpace(client, {
+          id: await clusterId(CLUSTER_ID_FILE),
+          name: settings.clusterName,
+          space: datastoreSpace(settings.clusterName),
+          where: redactUrl(await datastoreUrl()),
+          reuse: settings.reuseDatastore,
+        }),
+        datastore.refused,
+      ]);
+    } finally {
+      client.close();
+    }
+  }
   supervisor.start({
     name: 'kube-apiserver',
     command: 'kube-apiserver',
@@ -297,7 +340,6 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
     }),
     datastore.refused,
   ]);
-
   const token = await joinToken();
   const tokenText = `${token.id}.${token.secret}`;
   const caPem = await readFile(pki.caCert, 'utf8');

@@ -1,18 +1,17 @@
-// Some datastore errors cannot heal by waiting: a wrong password, a user without access, a database
-// that does not exist. kine retries them for a while before it gives up, and the API server waits on
+// Some datastore errors cannot heal by waiting: a wrong password, a user without access. (A database
+// that does not exist is not one: kine makes it, after its first attempt reports it missing.) kine
+// retries them for a while before it gives up, and the API server waits on
 // kine, so without a look at kine's output a create would wait minutes for nothing. These are the
 // errors, as PostgreSQL (SQLSTATE) and MySQL (error number) report them through kine's drivers.
 
 const POSTGRES_FATAL: Record<string, string> = {
   '28P01': 'the password was refused',
   '28000': 'the user may not connect',
-  '3D000': 'the database does not exist',
 };
 
 const MYSQL_FATAL: Record<string, string> = {
   '1045': 'the user or password was refused',
   '1044': 'the user may not use that database',
-  '1049': 'the database does not exist',
 };
 
 /** One line for the user when a line of kine's output is a datastore error that waiting cannot fix. */

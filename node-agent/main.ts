@@ -6,7 +6,7 @@
 import { runControlPlane } from './control-plane.js';
 import { imageCacheCommand, runImageCache, runImageCacheRegistry } from './image-cache/main.js';
 import { log } from './log.js';
-import { isPermanent, retryDelay, setStatus } from './status.js';
+import { isPermanent, ReasonedError, retryDelay, setStatus } from './status.js';
 import { Supervisor } from './supervisor.js';
 import { runWorker } from './worker.js';
 
@@ -71,7 +71,10 @@ async function main(): Promise<void> {
         return;
       }
       const delay = retryDelay(tries);
-      await setStatus('retrying', `${message}; trying again in ${delay / 1000}s`).catch(() => undefined);
+      const reason = error instanceof ReasonedError ? error.reason : undefined;
+      await setStatus('retrying', `${message}; trying again in ${delay / 1000}s`, reason).catch(
+        () => undefined,
+      );
       attempt.abort();
       await supervisor.reset();
       await new Promise((resolve) => setTimeout(resolve, delay));

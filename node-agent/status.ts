@@ -8,8 +8,8 @@ import { type NodePhase, type NodeStatus, STATUS_FILE } from '../shared/contract
 import { PermanentError } from '../shared/poll.js';
 import { log } from './log.js';
 
-export async function setStatus(phase: NodePhase, message: string): Promise<void> {
-  const status: NodeStatus = { phase, message, at: new Date().toISOString() };
+export async function setStatus(phase: NodePhase, message: string, reason?: string): Promise<void> {
+  const status: NodeStatus = { phase, message, at: new Date().toISOString(), ...(reason ? { reason } : {}) };
   await mkdir(dirname(STATUS_FILE), { recursive: true });
   await writeFileAtomic(STATUS_FILE, JSON.stringify(status));
   log(`${phase}: ${message}`);
@@ -35,4 +35,14 @@ export function isPermanent(error: unknown): boolean {
 /** Back-off between attempts at a role: 2 s doubling to a minute. */
 export function retryDelay(attempt: number): number {
   return Math.min(60_000, 2_000 * 2 ** Math.min(attempt, 5));
+}
+
+/** An error that names its kind of failure for the CLI (STATUS_REASONS of the contract). */
+export class ReasonedError extends Error {
+  constructor(
+    message: string,
+    readonly reason: string,
+  ) {
+    super(message);
+  }
 }

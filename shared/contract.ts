@@ -16,6 +16,8 @@ export const LABELS = {
   /** On the control plane: the API server's port on the host's 127.0.0.1. */
   apiPort: 'dev.vind.api-port',
   kubernetesVersion: 'dev.vind.kubernetes-version',
+  /** On the control plane: an external datastore, its password hidden, for what `delete` leaves there. */
+  datastore: 'dev.vind.datastore',
   /** On node images: the hash of everything the image was built from. */
   inputsHash: 'dev.vind.inputs-hash',
 } as const;
@@ -142,11 +144,18 @@ export function clusterDnsAddress(serviceSubnet: string): string {
  */
 export type NodePhase = 'starting' | 'ready' | 'retrying' | 'failed';
 
+/** Kinds of failure the CLI tells apart from the rest (STATUS_FILE's `reason`). */
+export const STATUS_REASONS = {
+  /** The external datastore does not answer: at a restart the agent waits for it; `create` stops. */
+  datastoreUnreachable: 'datastore-unreachable',
+} as const;
+
 /** STATUS_FILE: a failed or retrying phase carries the one line to show the user. */
 export interface NodeStatus {
   phase: NodePhase;
   message: string;
   at: string;
+  reason?: string;
 }
 
 /** JOIN_FILE on the control plane (and written into workers): the `kubeadm join` contract. */
@@ -166,7 +175,12 @@ export function parseNodeStatus(text: string | undefined): NodeStatus | undefine
   try {
     const value = JSON.parse(text) as Partial<NodeStatus>;
     if (!['starting', 'ready', 'retrying', 'failed'].includes(value.phase ?? '')) return undefined;
-    return { phase: value.phase as NodePhase, message: value.message ?? '', at: value.at ?? '' };
+    return {
+      phase: value.phase as NodePhase,
+      message: value.message ?? '',
+      at: value.at ?? '',
+      ...(value.reason ? { reason: value.reason } : {}),
+    };
   } catch {
     return undefined; // half written by an older agent, or not yet there
   }
@@ -199,8 +213,23 @@ interface CommonNodeSettings {
 export const POD_SECURITY_LEVELS = ['privileged', 'baseline', 'restricted'] as const;
 export type PodSecurityLevel = (typeof POD_SECURITY_LEVELS)[number];
 
+/**
+ * Where a cluster keeps its objects in an external datastore: its own key prefix, so that clusters
+ * can share one database, and `delete` can say what stays there. The embedded store is the cluster's
+ * own and keeps the usual /registry.
+ */
+export function datastoreSpace(cluster: string): string {
+  return `/vind/${cluster}`;
+}
+
+/** The ConfigMap that says which cluster a datastore space belongs to (its id, made on first start). */
+export const CLUSTER_MARKER = { namespace: 'kube-system', name: 'vind-cluster' } as const;
+
 export interface ControlPlaneSettings extends CommonNodeSettings {
   role: 'control-plane';
+  clusterName: string;
+  /** Take over a datastore space that another cluster of this name left behind. */
+  reuseDatastore: boolean;
   /** Enforced, audited and warned where a namespace sets no level of its own. */
   podSecurity: PodSecurityLevel;
   /** The embedded SQLite, or an external datastore whose URL is in DATASTORE_URL_FILE. */
@@ -229,6 +258,8 @@ const ENV = {
   serviceSubnet: 'VIND_SERVICE_SUBNET',
   datastore: 'VIND_DATASTORE',
   podSecurity: 'VIND_POD_SECURITY',
+  clusterName: 'VIND_CLUSTER_NAME',
+  reuseDatastore: 'VIND_REUSE_DATASTORE',
   labels: 'VIND_NODE_LABELS',
   imageCache: 'VIND_IMAGE_CACHE',
   imageCacheToken: 'VIND_IMAGE_CACHE_TOKEN',
@@ -249,6 +280,8 @@ export function encodeNodeEnv(settings: NodeSettings): string[] {
   if (settings.role === 'control-plane') {
     env[ENV.datastore] = settings.datastore;
     env[ENV.podSecurity] = settings.podSecurity;
+    env[ENV.clusterName] = settings.clusterName;
+    if (settings.reuseDatastore) env[ENV.reuseDatastore] = '1';
   } else {
     env[ENV.labels] = JSON.stringify(settings.labels);
     if (settings.imageCache) env[ENV.imageCache] = settings.imageCache;
@@ -285,7 +318,14 @@ export function decodeNodeEnv(role: NodeRole, env: Record<string, string | undef
     if (!(POD_SECURITY_LEVELS as readonly string[]).includes(podSecurity)) {
       throw new Error(`${ENV.podSecurity} is "${podSecurity}": use ${POD_SECURITY_LEVELS.join(', ')}`);
     }
-    return { ...common, role, datastore, podSecurity: podSecurity as PodSecurityLevel };
+    return {
+      ...common,
+      role,
+      datastore,
+      podSecurity: podSecurity as PodSecurityLevel,
+      clusterName: required(ENV.clusterName),
+      reuseDatastore: env[ENV.reuseDatastore] === '1',
+    };
   }
   let join: JoinSource = { kind: 'none' };
   if (env[ENV.joinServer]) {

@@ -32,6 +32,7 @@ interface CreateCommandOptions {
   kubeconfig?: string;
   datastore?: string;
   podSecurity?: string;
+  reuseDatastore: boolean;
 }
 
 function configError(error: unknown): never {
@@ -57,6 +58,11 @@ export function registerClusterCommands(program: Command): void {
       '--wait <duration>',
       'how long to wait for readiness, e.g. 5m (default: until ready; 0: do not wait)',
     )
+    .option(
+      '--reuse-datastore',
+      'take over the objects an earlier cluster of this name left in the external datastore',
+      false,
+    )
     .option('--retain', 'keep the containers when creation fails, for debugging', false)
     .option('--kubeconfig <path>', 'kubeconfig file to update (default: $KUBECONFIG or ~/.kube/config)')
     .action(async (name: string | undefined, options: CreateCommandOptions) => {
@@ -68,6 +74,7 @@ export function registerClusterCommands(program: Command): void {
         image: options.image,
         datastore: options.datastore,
         podSecurity: options.podSecurity,
+        reuseDatastore: options.reuseDatastore,
       };
       let fileText: string | undefined;
       if (options.config) {
@@ -150,8 +157,15 @@ export function registerClusterCommands(program: Command): void {
         } catch (error) {
           configError(error);
         }
-        const removed = await deleteCluster(runtime, name, options.kubeconfig);
+        const { removed, keptInDatastore } = await deleteCluster(runtime, name, options.kubeconfig);
         process.stderr.write(removed ? `Deleted cluster "${name}"\n` : `No cluster "${name}"\n`);
+        if (keptInDatastore) {
+          process.stderr.write(
+            `Its objects, Secrets included (encrypted), stay in ${keptInDatastore.datastore} under ` +
+              `${keptInDatastore.space}/: remove them there, or take them over with ` +
+              `\`vind create ${name} --datastore ... --reuse-datastore\`\n`,
+          );
+        }
       }
       // The image cache goes with the last cluster.
       if ((await clusterNames(runtime)).length === 0) await removeImageCache(runtime, options.keepCache);

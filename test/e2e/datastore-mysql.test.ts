@@ -82,7 +82,7 @@ describe('an external MySQL datastore', () => {
     const url = `mysql://vind:${PASSWORD}@tcp(${address}:${port})/kine`;
     await createClusterOnDatastore(cluster, url, join(scratch, 'kubeconfig'), 'stored-in-mysql');
     const rows = await sql(
-      "SELECT COUNT(*) FROM kine.kine WHERE name = '/registry/configmaps/default/stored-in-mysql'",
+      `SELECT COUNT(*) FROM kine.kine WHERE name = '/vind/${cluster}/registry/configmaps/default/stored-in-mysql'`,
       true,
     );
     expect(rows.stderr).toBe('');

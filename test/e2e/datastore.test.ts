@@ -98,10 +98,17 @@ describe('an external PostgreSQL datastore', () => {
     const url = `postgres://vind:${PASSWORD}@${address}:${port}/kine?sslmode=disable`;
     await createClusterOnDatastore(cluster, url, join(scratch, 'kubeconfig'), 'stored-in-postgres');
     const rows = await psql(
-      "SELECT count(*) FROM kine WHERE name = '/registry/configmaps/default/stored-in-postgres'",
+      `SELECT count(*) FROM kine WHERE name = '/vind/${cluster}/registry/configmaps/default/stored-in-postgres'`,
     );
     expect(rows.stderr).toBe('');
     expect(Number(rows.stdout.trim())).toBeGreaterThan(0);
+    // Secrets (the bootstrap token's, at least) are stored encrypted, none in the clear.
+    const secrets = await psql(
+      `SELECT encode(substring(value from 1 for 21), 'escape') FROM kine WHERE name LIKE '/vind/${cluster}/registry/secrets/%' AND deleted = 0`,
+    );
+    const prefixes = secrets.stdout.trim().split('\n').filter(Boolean);
+    expect(prefixes.length).toBeGreaterThan(0);
+    expect(new Set(prefixes)).toEqual(new Set(['k8s:enc:secretbox:v1:']));
     // The embedded SQLite store was not used.
     const sqlite = await execInContainer(`${cluster}-control-plane`, [
       'test',
@@ -187,4 +194,62 @@ describe('an external PostgreSQL datastore', () => {
     );
     expect(stored).toBe('v');
   });
+
+  it('keeps a second cluster on the same database in its own space', async () => {
+    const other = uniqueName('e2e-pg-other');
+    try {
+      const url = `postgres://vind:${PASSWORD}@${address}:${port}/kine?sslmode=disable`;
+      await createClusterOnDatastore(other, url, join(scratch, 'kubeconfig-other'), 'stored-by-other');
+      const spaces = await psql(
+        "SELECT name FROM kine WHERE name LIKE '%/registry/configmaps/default/stored-%' ORDER BY name",
+      );
+      expect(spaces.stdout.trim().split('\n')).toEqual(
+        [
+          `/vind/${cluster}/registry/configmaps/default/stored-in-postgres`,
+          `/vind/${other}/registry/configmaps/default/stored-by-other`,
+        ].sort(),
+      );
+    } finally {
+      await removeByLabel(other);
+    }
+  });
+
+  it('says what delete leaves in the datastore, and refuses to start a new cluster on it unless asked', async () => {
+    const kubeconfig = join(scratch, 'kubeconfig');
+    const url = `postgres://vind:${PASSWORD}@${address}:${port}/kine?sslmode=disable`;
+    const deleted = await runVind(['delete', cluster, '--kubeconfig', kubeconfig]);
+    expect(deleted.exitCode, deleted.stderr).toBe(0);
+    expect(deleted.stderr).toContain(
+      `Its objects, Secrets included (encrypted), stay in postgres://vind:***@${address}:${port}/kine?sslmode=disable under /vind/${cluster}/`,
+    );
+    expect(deleted.stderr).not.toContain(PASSWORD);
+    // A new cluster of the same name finds the old one's objects: refused, in one line.
+    const again = await runVind(['create', cluster, '--workers', '0', '--datastore', url], {
+      KUBECONFIG: kubeconfig,
+    });
+    expect(again.exitCode).not.toBe(0);
+    expect(again.stderr).toContain(`the datastore already holds a cluster "${cluster}" made `);
+    expect(again.stderr).toContain(
+      `under /vind/${cluster}/ in postgres://vind:***@${address}:${port}/kine?sslmode=disable: remove them there, or take them over with \`vind create --reuse-datastore\``,
+    );
+    expect(await leftoversOf(cluster)).toBe(0);
+    // Taken over on purpose, the old objects are there.
+    const reused = await runVind(
+      ['create', cluster, '--workers', '0', '--datastore', url, '--reuse-datastore'],
+      {
+        KUBECONFIG: kubeconfig,
+      },
+    );
+    expect(reused.exitCode, reused.stderr).toBe(0);
+    const kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
+    const kept = await kubectl(['get', 'configmap', 'stored-in-postgres', '-o', 'jsonpath={.data.k}']);
+    expect(kept.stdout).toBe('v');
+  });
 });
+
+async function leftoversOf(name: string): Promise<number> {
+  const filter = { label: [`dev.vind.cluster=${name}`] };
+  const containers = await docker().listContainers({ all: true, filters: filter });
+  const volumes = (await docker().listVolumes({ filters: filter })).Volumes ?? [];
+  return containers.length + volumes.length;
+}

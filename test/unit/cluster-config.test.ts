@@ -247,6 +247,7 @@ describe('resolveClusterConfig', () => {
       datastore: { kind: 'sqlite' },
       controlPlane: { extraPortMappings: [] },
       podSecurity: 'privileged',
+      reuseDatastore: false,
     });
   });
 

@@ -245,6 +245,29 @@ describe('create against a fake runtime', () => {
     expect(stuck.leftovers()).toEqual([]);
   });
 
+  it('stops at once when the control plane cannot reach the datastore it was given', async () => {
+    const runtime = new FakeRuntime();
+    const original = runtime.runNode.bind(runtime);
+    runtime.runNode = async (request) => {
+      await original(request);
+      if (request.role === 'control-plane') {
+        runtime.containers.get(request.name)!.files.set(
+          '/run/vind/status',
+          JSON.stringify({
+            phase: 'retrying',
+            message: 'datastore db:5432 cannot be reached (ECONNREFUSED); trying again in 2s',
+            reason: 'datastore-unreachable',
+            at: '',
+          }),
+        );
+      }
+    };
+    await expect(createCluster(options(runtime))).rejects.toThrow(
+      /^unit-control-plane: datastore db:5432 cannot be reached \(ECONNREFUSED\)$/,
+    );
+    expect(runtime.leftovers()).toEqual([]);
+  });
+
   it('reads a failed node status as the reason, at once', async () => {
     const runtime = new FakeRuntime();
     const original = runtime.runNode.bind(runtime);
@@ -303,7 +326,7 @@ describe("each cluster's token for the image cache", () => {
     expect(tokens(runtime)).toEqual([tokenFile('unit')]);
     runtime.failWhen = () => undefined;
     await createCluster(options(runtime, undefined, 'other'));
-    expect(await deleteCluster(runtime, 'unit', kubeconfig)).toBe(true);
+    expect((await deleteCluster(runtime, 'unit', kubeconfig)).removed).toBe(true);
     expect(tokens(runtime)).toEqual([tokenFile('other')]);
   });
 });

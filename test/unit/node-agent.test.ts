@@ -170,3 +170,44 @@ describe('retrying a role', () => {
     expect([0, 1, 2, 5, 9].map(retryDelay)).toEqual([2000, 4000, 8000, 60_000, 60_000]);
   });
 });
+
+describe('the claim on a datastore space', () => {
+  const claim = {
+    id: 'new-id',
+    name: 'dev',
+    space: '/vind/dev',
+    where: 'postgres://vind:***@db:5432/kine',
+    reuse: false,
+  };
+
+  it('claims an empty space and keeps its own', async () => {
+    const { claimDecision } = await import('../../node-agent/datastore-space.js');
+    expect(claimDecision(undefined, false, claim)).toBe('create');
+    expect(claimDecision({ id: 'new-id', name: 'dev', created: 'x' }, true, claim)).toBe('keep');
+  });
+
+  it("refuses another cluster's space, or objects without an owner, unless asked to take them over", async () => {
+    const { claimDecision } = await import('../../node-agent/datastore-space.js');
+    const { PermanentError } = await import('../../shared/poll.js');
+    const other = { id: 'old-id', name: 'dev', created: '2026-11-01T10:00:00Z' };
+    expect(() => claimDecision(other, true, claim)).toThrow(PermanentError);
+    expect(() => claimDecision(other, true, claim)).toThrow(
+      'the datastore already holds a cluster "dev" made 2026-11-01T10:00:00Z under /vind/dev/ in postgres://vind:***@db:5432/kine: remove them there, or take them over with `vind create --reuse-datastore` (their Secrets cannot be read and are dropped)',
+    );
+    expect(() => claimDecision(undefined, true, claim)).toThrow(
+      /already holds objects of an unknown cluster/,
+    );
+    expect(claimDecision(other, true, { ...claim, reuse: true })).toBe('take-over');
+  });
+
+  it('encrypts Secrets with a secretbox key first, identity after', async () => {
+    const { encryptionConfiguration } = await import('../../node-agent/encryption.js');
+    const { parse } = await import('yaml');
+    const config = parse(encryptionConfiguration('a2V5')) as {
+      resources: { resources: string[]; providers: Record<string, unknown>[] }[];
+    };
+    expect(config.resources[0]!.resources).toEqual(['secrets']);
+    expect(Object.keys(config.resources[0]!.providers[0]!)).toEqual(['secretbox']);
+    expect(config.resources[0]!.providers[1]).toEqual({ identity: {} });
+  });
+});

@@ -14,6 +14,7 @@ import {
   varVolumeName,
   workerName,
 } from '../../../shared/contract.js';
+import { redactUrl } from '../../../shared/datastore.js';
 import { clusterNames } from '../../clusters.js';
 import {
   detachImageCache,
@@ -51,6 +52,8 @@ export function nodeRequests(state: CreateState, cacheToken: string): NodeReques
       ...subnets,
       datastore: config.datastore.kind === 'sqlite' ? 'sqlite' : 'external',
       podSecurity: config.podSecurity,
+      clusterName: config.name,
+      reuseDatastore: config.reuseDatastore,
     }),
     files:
       config.datastore.kind === 'sqlite'
@@ -60,7 +63,11 @@ export function nodeRequests(state: CreateState, cacheToken: string): NodeReques
       { containerPort: API_SERVER_PORT, hostPort: apiPort, listenAddress: '127.0.0.1', protocol: 'TCP' },
       ...config.controlPlane.extraPortMappings,
     ],
-    labels: { [LABELS.kubernetesVersion]: config.kubernetesVersion, [LABELS.apiPort]: String(apiPort) },
+    labels: {
+      [LABELS.kubernetesVersion]: config.kubernetesVersion,
+      [LABELS.apiPort]: String(apiPort),
+      ...(config.datastore.kind === 'sqlite' ? {} : { [LABELS.datastore]: redactUrl(config.datastore.url) }),
+    },
   };
   const workers = config.workers.map((spec, index): NodeRequest => ({
     ...common,

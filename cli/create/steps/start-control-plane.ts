@@ -8,6 +8,7 @@ import {
   parseJoinInfo,
   parseNodeStatus,
   STATUS_FILE,
+  STATUS_REASONS,
 } from '../../../shared/contract.js';
 import { VindError } from '../../../shared/errors.js';
 import { PermanentError } from '../../../shared/poll.js';
@@ -28,6 +29,10 @@ export async function waitForNodeAgent(
         const status = parseNodeStatus(await runtime.readFile(container, STATUS_FILE).catch(() => undefined));
         if (status?.phase === 'failed') throw new PermanentError(`${container}: ${status.message}`);
         if (status?.phase === 'ready') return true;
+        // A datastore that does not answer at create is a mistake in --datastore, not a wait.
+        if (status?.phase === 'retrying' && status.reason === STATUS_REASONS.datastoreUnreachable) {
+          throw new PermanentError(`${container}: ${status.message.replace(/; trying again in .*$/, '')}`);
+        }
         // Not yet, and why: the agent tries again by itself; the reason is named if time runs out.
         if (status?.phase === 'retrying') throw new Error(status.message);
         const info = await runtime.inspectContainer(container);
