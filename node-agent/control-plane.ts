@@ -30,7 +30,6 @@ import { admissionConfiguration } from './admission.js';
 import { claimDatastoreSpace, clusterId } from './datastore-space.js';
 import { EtcdClient } from './etcd-client.js';
 import { ensureEncryptionConfiguration } from './encryption.js';
-import { log } from './log.js';
 import { fatalDatastoreError } from './datastore-errors.js';
 import { renderKubeconfig } from '../shared/kubeconfig.js';
 import { apiReady } from '../shared/kubernetes.js';
