@@ -3,7 +3,7 @@
 
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { LABELS, networkName, parseNodeStatus, STATUS_FILE } from '../../../shared/contract.js';
+import { LABELS, networkName, nodeImage, parseNodeStatus, STATUS_FILE } from '../../../shared/contract.js';
 import { VindError } from '../../../shared/errors.js';
 import type { ContainerRuntime, SecurityMode } from '../../runtime/runtime.js';
 import type { Step } from '../pipeline.js';
@@ -108,7 +108,9 @@ export const checkHost: Step<CreateState> = {
     await refuseExisting(runtime, config.name);
     if (!(await runtime.inspectImage(config.image))) {
       throw new VindError(
-        `node image ${config.image} is not built: build it with \`vind image build --kubernetes-version ${config.kubernetesVersion}\``,
+        config.image === nodeImage(config.kubernetesVersion)
+          ? `node image ${config.image} is not built: build it with \`vind image build --kubernetes-version ${config.kubernetesVersion}\``
+          : `node image ${config.image} is not in Docker: give an image \`vind image build\` made, or leave out --image`,
       );
     }
     const apiPort = config.apiServerPort || (await freePort());
