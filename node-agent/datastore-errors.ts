@@ -7,6 +7,8 @@
 const POSTGRES_FATAL: Record<string, string> = {
   '28P01': 'the password was refused',
   '28000': 'the user may not connect',
+  // kine makes a missing database; a user who may not do that gets this.
+  '42501': 'the user may not create or use the database',
 };
 
 const MYSQL_FATAL: Record<string, string> = {
@@ -18,7 +20,7 @@ const MYSQL_FATAL: Record<string, string> = {
 export function fatalDatastoreError(line: string): string | undefined {
   // Colour codes of kine's logger would end up in the message.
   const text = line.replace(new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g'), '');
-  const postgres = /FATAL: (.*?) \(SQLSTATE (\w{5})\)/.exec(text);
+  const postgres = /(?:FATAL|ERROR): (.*?) \(SQLSTATE (\w{5})\)/.exec(text);
   if (postgres && POSTGRES_FATAL[postgres[2]!]) {
     return `${POSTGRES_FATAL[postgres[2]!]} (PostgreSQL: ${postgres[1]}): check the user, password and database in --datastore`;
   }

@@ -24,6 +24,19 @@ describe('fatalDatastoreError', () => {
     );
   });
 
+  it('reads a missing database that the user may not create', () => {
+    expect(
+      fatalDatastoreError(
+        'failed to create database: ERROR: permission denied to create database (SQLSTATE 42501)',
+      ),
+    ).toMatch(
+      /^the user may not create or use the database \(PostgreSQL: permission denied to create database\)/,
+    );
+    expect(fatalDatastoreError('FATAL: permission denied for database "k8s" (SQLSTATE 42501)')).toMatch(
+      /^the user may not create or use the database \(PostgreSQL: permission denied for database "k8s"\)/,
+    );
+  });
+
   it('leaves errors that can heal alone, a missing database among them (kine makes it)', () => {
     expect(fatalDatastoreError("Error 1049 (42000): Unknown database 'kine'")).toBeUndefined();
     expect(fatalDatastoreError('FATAL: database "kine" does not exist (SQLSTATE 3D000)')).toBeUndefined();
