@@ -194,6 +194,20 @@ describe('create against a fake runtime', () => {
     expect(runtime.leftovers()).toEqual(['volume unit-worker-var']);
   });
 
+  it('names a create of the same name that got its network first, and leaves that one alone', async () => {
+    const runtime = new FakeRuntime();
+    // The other create made the network between this one's check and its own attempt.
+    const original = runtime.createNetwork.bind(runtime);
+    runtime.createNetwork = async (request) => {
+      await original({ ...request, labels: request.labels });
+      throw new Error('(HTTP code 409) unexpected - network with name vind-unit already exists');
+    };
+    await expect(createCluster(options(runtime))).rejects.toThrow(
+      'cluster "unit" is being created by another `vind create` right now: wait for it, or choose another name',
+    );
+    expect(runtime.leftovers()).toEqual(['network vind-unit']);
+  });
+
   it('spends one deadline for the whole run: a node that never gets ready fails the run in time', async () => {
     const runtime = new FakeRuntime();
     // Workers never report ready: their join file is written but the agent stays "starting".

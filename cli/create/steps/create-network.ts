@@ -2,6 +2,7 @@
 // with the address plan of shared/subnets.ts (fixed node addresses, a range kept for LoadBalancers).
 
 import { LABELS, networkName } from '../../../shared/contract.js';
+import { VindError } from '../../../shared/errors.js';
 import { sleep } from '../../../shared/poll.js';
 import { clusterAddressPlan, pickClusterSubnet } from '../../../shared/subnets.js';
 import type { Step } from '../pipeline.js';
@@ -29,6 +30,12 @@ export const createNetwork: Step<CreateState> = {
           labels: { [LABELS.cluster]: config.name },
         });
       } catch (error) {
+        // Another `vind create` of the same name got there first.
+        if (/already exists/i.test((error as Error).message)) {
+          throw new VindError(
+            `cluster "${config.name}" is being created by another \`vind create\` right now: wait for it, or choose another name`,
+          );
+        }
         if (attempt < 8 && /overlap/i.test((error as Error).message)) {
           // The other network may not be listed yet: wait for it before picking again.
           await sleep(150 * attempt, signal);
