@@ -182,53 +182,11 @@ describe('vind create refuses bad input and cleans up after faults', () => {
     expect(await leftovers(name)).toBe(0);
   });
 
-  it('cleans up when interrupted with Ctrl-C', async () => {
-    const name = uniqueName('e2e-int');
+  /** Starts a create, waits until it starts its control plane, and sends it a signal. */
+  async function signalCreate(prefix: string, signal: NodeJS.Signals) {
+    const name = uniqueName(prefix);
     created.push(name);
-    const child = execa('node', [CLI, 'create', name, '--workers', '1'], {
-      env: { KUBECONFIG: join(scratch, 'int-kubeconfig') },
-      reject: false,
-      buffer: false,
-    });
-    let stderr = '';
-    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    await waitFor(
-      'create to start its control plane',
-      async () => (stderr.includes('start control plane') ? true : undefined),
-      60_000,
-    );
-    child.kill('SIGINT');
-    const result = await child;
-    expect(result.exitCode).toBe(130);
-    expect(stderr).toContain('error: interrupted');
-    expect(await leftovers(name)).toBe(0);
-  });
-
-  it('cleans up when its terminal goes away (SIGHUP)', async () => {
-    const name = uniqueName('e2e-hup');
-    created.push(name);
-    const child = execa('node', [CLI, 'create', name, '--workers', '1'], {
-      env: { KUBECONFIG: join(scratch, 'hup-kubeconfig') },
-      reject: false,
-      buffer: false,
-    });
-    let stderr = '';
-    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    await waitFor(
-      'create to start its control plane',
-      async () => (stderr.includes('start control plane') ? true : undefined),
-      60_000,
-    );
-    child.kill('SIGHUP');
-    const result = await child;
-    expect(result.exitCode).toBe(130);
-    expect(await leftovers(name)).toBe(0);
-  });
-
-  it('after a create killed with SIGKILL: the next create names the remains, and delete removes them', async () => {
-    const name = uniqueName('e2e-kill');
-    created.push(name);
-    const env = { KUBECONFIG: join(scratch, 'kill-kubeconfig') };
+    const env = { KUBECONFIG: join(scratch, `${prefix}-kubeconfig`) };
     const child = execa('node', [CLI, 'create', name, '--workers', '1'], {
       env,
       reject: false,
@@ -241,8 +199,26 @@ describe('vind create refuses bad input and cleans up after faults', () => {
       async () => (stderr.includes('start control plane') ? true : undefined),
       60_000,
     );
-    child.kill('SIGKILL');
-    await child;
+    child.kill(signal);
+    const result = await child;
+    return { name, env, exitCode: result.exitCode, stderr };
+  }
+
+  it('cleans up when interrupted with Ctrl-C', async () => {
+    const { name, exitCode, stderr } = await signalCreate('e2e-int', 'SIGINT');
+    expect(exitCode).toBe(130);
+    expect(stderr).toContain('error: interrupted');
+    expect(await leftovers(name)).toBe(0);
+  });
+
+  it('cleans up when its terminal goes away (SIGHUP)', async () => {
+    const { name, exitCode } = await signalCreate('e2e-hup', 'SIGHUP');
+    expect(exitCode).toBe(130);
+    expect(await leftovers(name)).toBe(0);
+  });
+
+  it('after a create killed with SIGKILL: the next create names the remains, and delete removes them', async () => {
+    const { name, env } = await signalCreate('e2e-kill', 'SIGKILL');
     // Killed: nothing could clean up.
     expect(await leftovers(name)).toBeGreaterThan(0);
     const again = await runVind(['create', name, '--workers', '1'], env);
