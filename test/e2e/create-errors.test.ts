@@ -11,6 +11,7 @@ import {
   docker,
   execInContainer,
   LABEL_CLUSTER,
+  objectsLeft,
   removeByLabel,
   requireNodeImage,
   runVind,
@@ -21,14 +22,6 @@ import {
 let scratch: string;
 const created: string[] = [];
 
-async function leftovers(cluster: string): Promise<number> {
-  const filter = { label: [`${LABEL_CLUSTER}=${cluster}`] };
-  const containers = await docker().listContainers({ all: true, filters: filter });
-  const volumes = (await docker().listVolumes({ filters: filter })).Volumes ?? [];
-  const networks = await docker().listNetworks({ filters: filter });
-  return containers.length + volumes.length + networks.length;
-}
-
 /** Runs create for a fresh name and checks the common contract of a refused create. */
 async function refusedCreate(args: (name: string) => string[], env: Record<string, string> = {}) {
   const name = uniqueName('e2e-bad');
@@ -37,7 +30,7 @@ async function refusedCreate(args: (name: string) => string[], env: Record<strin
   expect(result.exitCode).not.toBe(0);
   const errors = result.stderr.split('\n').filter((l) => l.startsWith('error:'));
   expect(errors, result.stderr).toHaveLength(1);
-  expect(await leftovers(name)).toBe(0);
+  expect(await objectsLeft(name)).toBe(0);
   return errors[0]!;
 }
 
@@ -165,7 +158,7 @@ describe('vind create refuses bad input and cleans up after faults', () => {
       message: expect.stringContaining('127.0.0.1:1'),
     });
     expect((await runVind(['delete', name])).exitCode).toBe(0);
-    expect(await leftovers(name)).toBe(0);
+    expect(await objectsLeft(name)).toBe(0);
   });
 
   it('refuses a cluster that already exists and leaves it alone', async () => {
@@ -182,7 +175,7 @@ describe('vind create refuses bad input and cleans up after faults', () => {
     const containers = await docker().listContainers({ filters: { label: [`${LABEL_CLUSTER}=${name}`] } });
     expect(containers.map((c) => c.State)).toEqual(['running']);
     expect((await runVind(['delete', name], env)).exitCode).toBe(0);
-    expect(await leftovers(name)).toBe(0);
+    expect(await objectsLeft(name)).toBe(0);
   });
 
   /** Starts a create, waits until it starts its control plane, and sends it a signal. */
@@ -211,19 +204,19 @@ describe('vind create refuses bad input and cleans up after faults', () => {
     const { name, exitCode, stderr } = await signalCreate('e2e-int', 'SIGINT');
     expect(exitCode).toBe(130);
     expect(stderr).toContain('error: interrupted');
-    expect(await leftovers(name)).toBe(0);
+    expect(await objectsLeft(name)).toBe(0);
   });
 
   it('cleans up when its terminal goes away (SIGHUP)', async () => {
     const { name, exitCode } = await signalCreate('e2e-hup', 'SIGHUP');
     expect(exitCode).toBe(130);
-    expect(await leftovers(name)).toBe(0);
+    expect(await objectsLeft(name)).toBe(0);
   });
 
   it('after a create killed with SIGKILL: the next create names the remains, and delete removes them', async () => {
     const { name, env } = await signalCreate('e2e-kill', 'SIGKILL');
     // Killed: nothing could clean up.
-    expect(await leftovers(name)).toBeGreaterThan(0);
+    expect(await objectsLeft(name)).toBeGreaterThan(0);
     const again = await runVind(['create', name, '--workers', '1'], env);
     expect(again.exitCode).not.toBe(0);
     expect(again.stderr).toMatch(
@@ -233,6 +226,6 @@ describe('vind create refuses bad input and cleans up after faults', () => {
     );
     const deleted = await runVind(['delete', name], env);
     expect(deleted.exitCode, deleted.stderr).toBe(0);
-    expect(await leftovers(name)).toBe(0);
+    expect(await objectsLeft(name)).toBe(0);
   });
 });

@@ -12,6 +12,7 @@ import {
   kubectlBinary,
   kubectlFor,
   LABEL_CLUSTER,
+  objectsLeft,
   removeByLabel,
   requireNodeImage,
   runVind,
@@ -28,14 +29,6 @@ let env: Record<string, string>;
 async function address(container: string): Promise<string> {
   const info = await docker().getContainer(container).inspect();
   return Object.values(info.NetworkSettings.Networks)[0]!.IPAddress;
-}
-
-async function objectsOf(cluster: string): Promise<number> {
-  const filter = { label: [`${LABEL_CLUSTER}=${cluster}`] };
-  const containers = await docker().listContainers({ all: true, filters: filter });
-  const volumes = (await docker().listVolumes({ filters: filter })).Volumes ?? [];
-  const networks = await docker().listNetworks({ filters: filter });
-  return containers.length + volumes.length + networks.length;
 }
 
 describe('cluster lifecycle', () => {
@@ -196,8 +189,8 @@ describe('cluster lifecycle', () => {
   it('deletes both clusters and everything they created', async () => {
     const result = await runVind(['delete', a, b], env);
     expect(result.exitCode, result.stderr).toBe(0);
-    expect(await objectsOf(a)).toBe(0);
-    expect(await objectsOf(b)).toBe(0);
+    expect(await objectsLeft(a)).toBe(0);
+    expect(await objectsLeft(b)).toBe(0);
     const text = await readFile(kubeconfig, 'utf8');
     expect(text).not.toContain(`vind-${a}`);
     expect(text).not.toContain(`vind-${b}`);

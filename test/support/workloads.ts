@@ -29,6 +29,15 @@ export function uniqueName(prefix: string): string {
   return `${prefix}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
+/** How many containers, volumes and networks still carry the cluster's label. */
+export async function objectsLeft(cluster: string): Promise<number> {
+  const filter = { label: [`${LABEL_CLUSTER}=${cluster}`] };
+  const containers = await docker().listContainers({ all: true, filters: filter });
+  const volumes = (await docker().listVolumes({ filters: filter })).Volumes ?? [];
+  const networks = await docker().listNetworks({ filters: filter });
+  return containers.length + volumes.length + networks.length;
+}
+
 /** Removes every container, volume and network labelled with the cluster name. */
 export async function removeByLabel(cluster: string): Promise<void> {
   const filter = { label: [`${LABEL_CLUSTER}=${cluster}`] };
