@@ -42,6 +42,19 @@ export interface ClusterConfig {
   imageCacheLimit?: string;
   /** Take over the space an earlier cluster of this name left in the external datastore. */
   reuseDatastore: boolean;
+  loadBalancer: LoadBalancerSpec;
+}
+
+export const HOST_PORT_MODES = ['auto', 'always', 'never'] as const;
+export type HostPortMode = (typeof HOST_PORT_MODES)[number];
+/** Host numbers of the cluster /24 that LoadBalancer addresses may take (Docker never uses them). */
+export const LOAD_BALANCER_HOSTS = { first: 128, last: 254 } as const;
+
+export interface LoadBalancerSpec {
+  /** Host numbers (last part of the address) inside the cluster's /24, inclusive. */
+  range: { first: number; last: number };
+  /** Publish LoadBalancer ports on the Docker host's 127.0.0.1: always, never, or where containers are not routable. */
+  hostPorts: HostPortMode;
 }
 
 export interface CreateFlags {
@@ -107,6 +120,20 @@ function validatePodSecurity(level: string): PodSecurityLevel {
     throw new ConfigError(`invalid Pod Security level "${level}": use ${POD_SECURITY_LEVELS.join(', ')}`);
   }
   return level as PodSecurityLevel;
+}
+
+/** `200-210`: host numbers inside the cluster's /24, within LOAD_BALANCER_HOSTS. */
+export function parseLoadBalancerRange(text: string): { first: number; last: number } {
+  const { first: low, last: high } = LOAD_BALANCER_HOSTS;
+  const match = /^(\d{1,3})-(\d{1,3})$/.exec(text.trim());
+  const first = Number(match?.[1]);
+  const last = Number(match?.[2]);
+  if (!match || first < low || last > high || first > last) {
+    throw new ConfigError(
+      `"${text}" is not a LoadBalancer range: use FIRST-LAST, the last part of the addresses in the cluster's /24, within ${low}-${high} (e.g. 200-210)`,
+    );
+  }
+  return { first, last };
 }
 
 function validateCacheLimit(size: string): string {
@@ -376,6 +403,10 @@ const fileSchema = strictObject({
   controlPlane: controlPlaneSchema.nullish(),
   podSecurity: checked(validatePodSecurity).nullish(),
   imageCache: strictObject({ limit: checked(validateCacheLimit).nullish() }).nullish(),
+  loadBalancer: strictObject({
+    range: checked(parseLoadBalancerRange).nullish(),
+    hostPorts: z.enum(HOST_PORT_MODES, { error: `use ${HOST_PORT_MODES.join(', ')}` }).nullish(),
+  }).nullish(),
 }).transform((file) => ({
   // Flat, with every field the file leaves out (or sets to null) undefined, for resolveClusterConfig.
   name: file.name ?? undefined,
@@ -389,6 +420,10 @@ const fileSchema = strictObject({
   controlPlane: file.controlPlane ?? emptyControlPlane(),
   podSecurity: file.podSecurity ?? undefined,
   imageCacheLimit: file.imageCache?.limit ?? undefined,
+  loadBalancer: {
+    range: file.loadBalancer?.range ?? { ...LOAD_BALANCER_HOSTS },
+    hostPorts: file.loadBalancer?.hostPorts ?? 'auto',
+  },
 }));
 
 /** What a config file sets; absent fields fall back to flags or defaults in resolveClusterConfig. */
@@ -569,6 +604,7 @@ export function resolveClusterConfig(options: {
         : (file.podSecurity ?? 'privileged'),
     imageCacheLimit: file.imageCacheLimit,
     reuseDatastore: flags.reuseDatastore ?? false,
+    loadBalancer: file.loadBalancer ?? { range: { ...LOAD_BALANCER_HOSTS }, hostPorts: 'auto' },
   };
 
   if (overlaps(parseCidr(config.podSubnet), parseCidr(config.serviceSubnet))) {

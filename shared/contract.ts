@@ -3,7 +3,7 @@
 // files the agent writes for the CLI (status, join information) and how a node's settings travel
 // from the CLI to the agent (container environment). Either side changes only through this module.
 
-import { hostAddress, parseCidr } from './subnets.js';
+import { hostAddress, ipToInt, parseCidr } from './subnets.js';
 
 export const VIND_VERSION = '0.1.0';
 
@@ -20,11 +20,13 @@ export const LABELS = {
   datastore: 'dev.vind.datastore',
   /** On node images: the hash of everything the image was built from. */
   inputsHash: 'dev.vind.inputs-hash',
+  /** On a host-port forwarder: the LoadBalancer address whose ports it publishes on the host. */
+  loadBalancerAddress: 'dev.vind.load-balancer-address',
 } as const;
 
 /** The container command names the role the agent plays; `probe` is a throw-away capability check. */
 export type NodeRole = 'control-plane' | 'worker';
-export type ContainerRole = NodeRole | 'image-cache' | 'probe';
+export type ContainerRole = NodeRole | 'image-cache' | 'host-port' | 'probe';
 
 // ---- the node image ----
 
@@ -207,6 +209,10 @@ interface CommonNodeSettings {
   nodeIp: string;
   podSubnet: string;
   serviceSubnet: string;
+  /** The image cache (registry mirror and host-port publisher); absent: none. */
+  imageCache?: string;
+  /** This cluster's token for the image cache, sent with every request to it. */
+  imageCacheToken?: string;
 }
 
 /** Pod Security Standards, least strict first; upstream's default is privileged. */
@@ -234,6 +240,7 @@ export interface ControlPlaneSettings extends CommonNodeSettings {
   podSecurity: PodSecurityLevel;
   /** The embedded SQLite, or an external datastore whose URL is in DATASTORE_URL_FILE. */
   datastore: 'sqlite' | 'external';
+  loadBalancer: LoadBalancerSettings;
 }
 
 /** How a worker learns where to join: now, later from JOIN_FILE, or not at all (a bare runtime). */
@@ -242,10 +249,6 @@ export type JoinSource = { kind: 'inline'; join: JoinInfo } | { kind: 'file' } |
 export interface WorkerSettings extends CommonNodeSettings {
   role: 'worker';
   labels: Record<string, string>;
-  /** The registry mirror every registry goes through; absent: pull from registries directly. */
-  imageCache?: string;
-  /** This cluster's token for the image cache, sent with every request to it. */
-  imageCacheToken?: string;
   join: JoinSource;
 }
 
@@ -267,6 +270,8 @@ const ENV = {
   joinToken: 'VIND_JOIN_TOKEN',
   joinCaHash: 'VIND_JOIN_CA_HASH',
   joinFromFile: 'VIND_JOIN_FROM_FILE',
+  loadBalancerRange: 'VIND_LOAD_BALANCER_RANGE',
+  loadBalancerHostPorts: 'VIND_LOAD_BALANCER_HOST_PORTS',
 } as const;
 
 /** The container environment (`KEY=value` entries) that carries a node's settings. */
@@ -277,15 +282,17 @@ export function encodeNodeEnv(settings: NodeSettings): string[] {
     [ENV.podSubnet]: settings.podSubnet,
     [ENV.serviceSubnet]: settings.serviceSubnet,
   };
+  if (settings.imageCache) env[ENV.imageCache] = settings.imageCache;
+  if (settings.imageCacheToken) env[ENV.imageCacheToken] = settings.imageCacheToken;
   if (settings.role === 'control-plane') {
     env[ENV.datastore] = settings.datastore;
     env[ENV.podSecurity] = settings.podSecurity;
     env[ENV.clusterName] = settings.clusterName;
     if (settings.reuseDatastore) env[ENV.reuseDatastore] = '1';
+    env[ENV.loadBalancerRange] = `${settings.loadBalancer.first}-${settings.loadBalancer.last}`;
+    if (settings.loadBalancer.hostPorts) env[ENV.loadBalancerHostPorts] = '1';
   } else {
     env[ENV.labels] = JSON.stringify(settings.labels);
-    if (settings.imageCache) env[ENV.imageCache] = settings.imageCache;
-    if (settings.imageCacheToken) env[ENV.imageCacheToken] = settings.imageCacheToken;
     if (settings.join.kind === 'file') env[ENV.joinFromFile] = '1';
     if (settings.join.kind === 'inline') {
       env[ENV.joinServer] = settings.join.join.server;
@@ -308,6 +315,8 @@ export function decodeNodeEnv(role: NodeRole, env: Record<string, string | undef
     nodeIp: required(ENV.nodeIp),
     podSubnet: env[ENV.podSubnet] || DEFAULT_POD_SUBNET,
     serviceSubnet: env[ENV.serviceSubnet] || DEFAULT_SERVICE_SUBNET,
+    imageCache: env[ENV.imageCache] || undefined,
+    imageCacheToken: env[ENV.imageCacheToken] || undefined,
   };
   if (role === 'control-plane') {
     const datastore = env[ENV.datastore] || 'sqlite';
@@ -325,6 +334,10 @@ export function decodeNodeEnv(role: NodeRole, env: Record<string, string | undef
       podSecurity: podSecurity as PodSecurityLevel,
       clusterName: required(ENV.clusterName),
       reuseDatastore: env[ENV.reuseDatastore] === '1',
+      loadBalancer: {
+        ...parseAddressRange(required(ENV.loadBalancerRange), ENV.loadBalancerRange),
+        hostPorts: env[ENV.loadBalancerHostPorts] === '1',
+      },
     };
   }
   let join: JoinSource = { kind: 'none' };
@@ -353,8 +366,66 @@ export function decodeNodeEnv(role: NodeRole, env: Record<string, string | undef
     ...common,
     role,
     labels,
-    imageCache: env[ENV.imageCache] || undefined,
-    imageCacheToken: env[ENV.imageCacheToken] || undefined,
     join,
   };
 }
+
+// ---- LoadBalancer Services ----
+
+export interface LoadBalancerSettings {
+  /** The addresses handed to LoadBalancer Services, inclusive, inside the cluster network. */
+  first: string;
+  last: string;
+  /** Also publish every LoadBalancer port on the Docker host's 127.0.0.1 (through the image cache). */
+  hostPorts: boolean;
+}
+
+/** `A.B.C.D-A.B.C.E`, both IPv4, first <= last. */
+export function parseAddressRange(text: string, what: string): { first: string; last: string } {
+  const [first, last, extra] = text.split('-');
+  const valid = (a?: string) => a !== undefined && /^\d{1,3}(\.\d{1,3}){3}$/.test(a);
+  if (!valid(first) || !valid(last) || extra !== undefined || ipToInt(first!) > ipToInt(last!)) {
+    throw new Error(`${what} is "${text}": use FIRST-LAST, two IPv4 addresses, the first not above the last`);
+  }
+  return { first: first!, last: last! };
+}
+
+export const LOAD_BALANCER = {
+  /** The spec.loadBalancerClass vind serves; Services that set no class are served as well. */
+  className: 'vind.dev/load-balancer',
+  /** Kubernetes' own cloud-controller finalizer: the address is released before the Service goes. */
+  finalizer: 'service.kubernetes.io/load-balancer-cleanup',
+  /** Asks for a fixed address, as the deprecated spec.loadBalancerIP does. */
+  addressAnnotation: 'vind.dev/load-balancer-ip',
+  /** Written by the controller: where each port is published on the Docker host, when it is. */
+  hostPortsAnnotation: 'vind.dev/host-ports',
+  /** Which node announces which address: data `<address>: <node name>`, read by every worker. */
+  announcements: { namespace: 'kube-system', name: 'vind-load-balancer-announcements' },
+  /** kube-proxy's health endpoint on each worker's node address, the controller's liveness probe. */
+  nodeHealthPort: 10256,
+  /** The component named in the Events the controller writes. */
+  component: 'vind-load-balancer',
+} as const;
+
+export type PortProtocol = 'TCP' | 'UDP';
+
+/** One LoadBalancer address and the ports of it to publish on the Docker host. */
+export interface HostPortForward {
+  address: string;
+  ports: { port: number; protocol: PortProtocol }[];
+}
+
+/** What got published: each port with the host port on 127.0.0.1 that reaches it. */
+export interface PublishedForward {
+  address: string;
+  ports: { port: number; protocol: PortProtocol; hostPort: number }[];
+}
+
+/**
+ * The image cache's host-port endpoint on the cluster network. The control plane PUTs the whole
+ * desired set ({forwards: HostPortForward[]}) with its cache token; the answer is
+ * {forwards: PublishedForward[]}. The cache makes one forwarder container per address.
+ */
+export const HOST_PORTS_PATH = '/vind/v1/host-ports';
+/** Listening address of every published port on the Docker host. */
+export const HOST_PORTS_LISTEN = '127.0.0.1';

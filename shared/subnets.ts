@@ -133,7 +133,8 @@ export interface ClusterAddressPlan {
   worker(index: number): string;
   /** Docker's IPAM ip-range for containers that get no fixed address. */
   dynamicRange: string;
-  loadBalancerRange: { first: string; last: string };
+  /** LoadBalancer addresses from host number `first` to `last` (within 128-254), inclusive. */
+  loadBalancerRange(first?: number, last?: number): { first: string; last: string };
 }
 
 /**
@@ -155,7 +156,12 @@ export function clusterAddressPlan(subnet: string): ClusterAddressPlan {
       return hostAddress(cidr, 3 + index);
     },
     dynamicRange: formatCidr({ network: cidr.network + 112, prefix: 28 }),
-    loadBalancerRange: { first: hostAddress(cidr, 128), last: hostAddress(cidr, 254) },
+    loadBalancerRange(first = 128, last = 254) {
+      if (!(first >= 128 && first <= last && last <= 254)) {
+        throw new Error(`LoadBalancer range ${first}-${last} is outside 128-254`);
+      }
+      return { first: hostAddress(cidr, first), last: hostAddress(cidr, last) };
+    },
   };
 }
 

@@ -41,6 +41,8 @@ export interface CreateState {
   // Found out along the way.
   securityMode?: SecurityMode;
   apiPort?: number;
+  /** LoadBalancer ports are also published on the Docker host's 127.0.0.1. */
+  publishHostPorts?: boolean;
   plan?: ClusterAddressPlan;
   join?: JoinInfo;
   adminKubeconfig?: string;

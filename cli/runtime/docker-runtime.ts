@@ -95,6 +95,13 @@ export class DockerRuntime implements ContainerRuntime {
     return stats ? { path: info.DockerRootDir, free: stats.bavail * stats.bsize } : undefined;
   }
 
+  async containersRoutableFromHost(): Promise<boolean> {
+    if (process.platform !== 'linux' || this.hostSocket === IMAGE_CACHE.dockerSocket) return false;
+    const info = (await this.client.info()) as { OperatingSystem?: string; SecurityOptions?: string[] };
+    if (info.OperatingSystem?.includes('Docker Desktop')) return false;
+    return !(info.SecurityOptions ?? []).some((option) => option.includes('name=rootless'));
+  }
+
   /**
    * Some hosts lack capabilities in the bounding set of every process (CAP_SYS_RESOURCE, for one),
    * and Docker refuses `--privileged` there. The answer is kept per engine in the cache folder,

@@ -101,6 +101,11 @@ export interface ContainerRuntime {
   ping(): Promise<void>;
   /** Where the engine keeps its data and how many bytes are free there, when that disk is this host's. */
   dataDisk(): Promise<{ path: string; free: number } | undefined>;
+  /**
+   * Whether this host reaches container addresses directly: a local engine on Linux, not rootless.
+   * Not so with Docker Desktop, a rootless engine, or an engine on another machine.
+   */
+  containersRoutableFromHost(): Promise<boolean>;
   /** Whether this engine can run privileged containers (probed once per engine, then cached). */
   canRunPrivileged(probeImage: string): Promise<boolean>;
 

@@ -87,6 +87,12 @@ export class FakeRuntime implements ContainerRuntime {
     return { path: '/var/lib/docker', free: this.freeDisk };
   }
 
+  routable = true;
+
+  async containersRoutableFromHost(): Promise<boolean> {
+    return this.routable;
+  }
+
   async canRunPrivileged(): Promise<boolean> {
     return true;
   }

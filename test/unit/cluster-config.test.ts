@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   ConfigError,
   parseConfigFile,
+  parseLoadBalancerRange,
   resolveClusterConfig,
   validateClusterName,
   type CreateFlags,
@@ -69,6 +70,9 @@ datastore:
 controlPlane:
   extraPortMappings:
     - { containerPort: 53, hostPort: 5353, listenAddress: 0.0.0.0, protocol: udp }
+loadBalancer:
+  range: 200-201
+  hostPorts: always
 `,
       'dev.yaml',
     );
@@ -92,6 +96,7 @@ controlPlane:
       controlPlane: {
         extraPortMappings: [{ containerPort: 53, hostPort: 5353, listenAddress: '0.0.0.0', protocol: 'UDP' }],
       },
+      loadBalancer: { range: { first: 200, last: 201 }, hostPorts: 'always' },
     });
   });
 
@@ -108,6 +113,7 @@ controlPlane:
       controlPlane: { extraPortMappings: [] },
       podSecurity: undefined,
       imageCacheLimit: undefined,
+      loadBalancer: { range: { first: 128, last: 254 }, hostPorts: 'auto' },
     };
     expect(parseConfigFile(HEADER, 'dev.yaml')).toStrictEqual(empty);
     expect(
@@ -248,6 +254,7 @@ describe('resolveClusterConfig', () => {
       controlPlane: { extraPortMappings: [] },
       podSecurity: 'privileged',
       reuseDatastore: false,
+      loadBalancer: { range: { first: 128, last: 254 }, hostPorts: 'auto' },
     });
   });
 
@@ -402,6 +409,27 @@ describe('podSecurity', () => {
     );
     expect(fileError('podSecurity: open\n')).toBe(
       'config file dev.yaml: podSecurity: invalid Pod Security level "open": use privileged, baseline, restricted',
+    );
+  });
+});
+
+describe('loadBalancer settings', () => {
+  it('takes a range of host numbers inside 128-254', () => {
+    expect(parseLoadBalancerRange('200-210')).toEqual({ first: 200, last: 210 });
+    expect(parseLoadBalancerRange('128-128')).toEqual({ first: 128, last: 128 });
+  });
+
+  it('refuses ranges outside the kept half, reversed or malformed, in one line', () => {
+    for (const bad of ['100-200', '200-255', '210-200', '10.0.0.1-10.0.0.2', 'x']) {
+      expect(() => parseLoadBalancerRange(bad)).toThrow(
+        `"${bad}" is not a LoadBalancer range: use FIRST-LAST, the last part of the addresses in the cluster's /24, within 128-254 (e.g. 200-210)`,
+      );
+    }
+    expect(fileError('loadBalancer:\n  range: 1-2\n')).toMatch(
+      /^config file dev.yaml: loadBalancer.range: "1-2" is not/,
+    );
+    expect(fileError('loadBalancer:\n  hostPorts: sometimes\n')).toBe(
+      'config file dev.yaml: loadBalancer.hostPorts: use auto, always, never',
     );
   });
 });

@@ -43,6 +43,7 @@ describe('node settings as container environment', () => {
       podSecurity: 'privileged',
       clusterName: 'dev',
       reuseDatastore: false,
+      loadBalancer: { first: '172.30.0.128', last: '172.30.0.254', hostPorts: false },
     },
     {
       ...common,
@@ -52,6 +53,9 @@ describe('node settings as container environment', () => {
       podSecurity: 'restricted',
       clusterName: 'x',
       reuseDatastore: true,
+      imageCache: 'http://c:5000',
+      imageCacheToken: 'cd'.repeat(32),
+      loadBalancer: { first: '172.30.0.200', last: '172.30.0.201', hostPorts: true },
     },
     {
       ...common,

@@ -138,7 +138,9 @@ describe('clusterAddressPlan', () => {
     expect(plan.worker(0)).toBe('172.30.4.3');
     expect(plan.worker(99)).toBe('172.30.4.102');
     expect(plan.dynamicRange).toBe('172.30.4.112/28');
-    expect(plan.loadBalancerRange).toEqual({ first: '172.30.4.128', last: '172.30.4.254' });
+    expect(plan.loadBalancerRange()).toEqual({ first: '172.30.4.128', last: '172.30.4.254' });
+    expect(plan.loadBalancerRange(200, 201)).toEqual({ first: '172.30.4.200', last: '172.30.4.201' });
+    expect(() => plan.loadBalancerRange(100, 201)).toThrow('outside 128-254');
   });
 
   it('refuses more than 100 workers and subnets that are not a /24', () => {

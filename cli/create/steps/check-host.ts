@@ -135,6 +135,9 @@ export const checkHost: Step<CreateState> = {
     if (warning) warn(warning);
     state.securityMode = await nodeSecurityMode(runtime, config.image);
     state.apiPort = apiPort;
+    const mode = config.loadBalancer.hostPorts;
+    state.publishHostPorts =
+      mode === 'always' || (mode === 'auto' && !(await runtime.containersRoutableFromHost()));
     note(
       state.securityMode === 'privileged' ? 'privileged nodes' : 'nodes with capabilities, not privileged',
     );

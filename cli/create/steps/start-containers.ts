@@ -40,6 +40,8 @@ export function nodeRequests(state: CreateState, cacheToken: string): NodeReques
     network: networkName(config.name),
   };
   const subnets = { podSubnet: config.podSubnet, serviceSubnet: config.serviceSubnet };
+  const cache = { imageCache: IMAGE_CACHE_URL, imageCacheToken: cacheToken };
+  const { range } = config.loadBalancer;
   const controlPlane: NodeRequest = {
     ...common,
     name: controlPlaneName(config.name),
@@ -54,6 +56,11 @@ export function nodeRequests(state: CreateState, cacheToken: string): NodeReques
       podSecurity: config.podSecurity,
       clusterName: config.name,
       reuseDatastore: config.reuseDatastore,
+      ...(state.publishHostPorts ? cache : {}),
+      loadBalancer: {
+        ...plan.loadBalancerRange(range.first, range.last),
+        hostPorts: need(state.publishHostPorts, 'whether to publish host ports'),
+      },
     }),
     files:
       config.datastore.kind === 'sqlite'
@@ -80,8 +87,7 @@ export function nodeRequests(state: CreateState, cacheToken: string): NodeReques
       nodeIp: plan.worker(index),
       ...subnets,
       labels: spec.labels,
-      imageCache: IMAGE_CACHE_URL,
-      imageCacheToken: cacheToken,
+      ...cache,
       join: { kind: 'file' },
     }),
     ports: spec.extraPortMappings,
