@@ -13,7 +13,10 @@ import {
   contextName,
   controlPlaneName,
   datastoreSpace,
+  HOST_PORTS_LISTEN,
   LABELS,
+  LOAD_BALANCER_STATE_FILE,
+  type LoadBalancerState,
   parseNodeStatus,
   PKI_DIR,
   STATUS_FILE,
@@ -82,6 +85,22 @@ export interface ClusterSummary {
   certificatesExpire?: string;
   /** Nodes whose agent failed or is trying again, with its reason: `dev-worker: retrying: ...`. */
   problems: string[];
+  /** LoadBalancer addresses in use, when the control plane runs. */
+  loadBalancers?: number;
+  /** LoadBalancer ports published on the Docker host: `172.30.0.128:80/TCP -> 127.0.0.1:49153`. */
+  hostPorts?: string[];
+}
+
+async function loadBalancerState(
+  runtime: ContainerRuntime,
+  controlPlane: string,
+): Promise<LoadBalancerState | undefined> {
+  const text = await runtime.readFile(controlPlane, LOAD_BALANCER_STATE_FILE).catch(() => undefined);
+  try {
+    return text ? (JSON.parse(text) as LoadBalancerState) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** What the agents of running nodes report that is not well: failed, or retrying after a failure. */
@@ -130,10 +149,17 @@ export async function listClusters(runtime: ContainerRuntime): Promise<ClusterSu
   const containers = await runtime.listContainers([LABELS.cluster]);
   const summaries: ClusterSummary[] = [];
   for (const name of await clusterNames(runtime)) {
-    const own = containers.filter((c) => c.labels[LABELS.cluster] === name);
+    // Nodes only: a cluster's host-port forwarders carry its label too.
+    const own = containers.filter(
+      (c) =>
+        c.labels[LABELS.cluster] === name &&
+        (c.labels[LABELS.role] === 'control-plane' || c.labels[LABELS.role] === 'worker'),
+    );
     const controlPlane = own.find((c) => c.labels[LABELS.role] === 'control-plane');
     const port = controlPlane?.labels[LABELS.apiPort];
     const problems = await nodeProblems(runtime, own);
+    const balancers =
+      controlPlane?.state === 'running' ? await loadBalancerState(runtime, controlPlane.name) : undefined;
     summaries.push({
       name,
       state: summarizeState(
@@ -146,6 +172,10 @@ export async function listClusters(runtime: ContainerRuntime): Promise<ClusterSu
       certificatesExpire:
         controlPlane?.state === 'running' ? await certificatesExpire(runtime, controlPlane.name) : undefined,
       problems,
+      loadBalancers: balancers?.addresses,
+      hostPorts: balancers?.hostPorts.map(
+        (p) => `${p.address}:${p.port}/${p.protocol} -> ${HOST_PORTS_LISTEN}:${p.hostPort}`,
+      ),
     });
   }
   return summaries;

@@ -91,6 +91,8 @@ export const DEBIAN_PACKAGES = [
   'containernetworking-plugins',
   'ethtool',
   'iproute2',
+  // Gratuitous ARP when a node takes over a LoadBalancer address.
+  'iputils-arping',
   'iptables',
   'kmod',
   'libseccomp2',

@@ -24,6 +24,7 @@ import {
   PKI_DIR,
   STATE_DIR,
   STATUS_REASONS,
+  LOAD_BALANCER,
 } from '../shared/contract.js';
 import { parseDatastoreUrl, redactUrl } from '../shared/datastore.js';
 import { admissionConfiguration } from './admission.js';
@@ -32,7 +33,7 @@ import { EtcdClient } from './etcd-client.js';
 import { ensureEncryptionConfiguration } from './encryption.js';
 import { fatalDatastoreError } from './datastore-errors.js';
 import { renderKubeconfig } from '../shared/kubeconfig.js';
-import { apiReady } from '../shared/kubernetes.js';
+import { apiReady, kubeRequest, type KubeTarget } from '../shared/kubernetes.js';
 import { PermanentError, poll } from '../shared/poll.js';
 import {
   type BootstrapToken,
@@ -44,6 +45,8 @@ import {
 } from './manifests.js';
 import { signDetachedJws } from './join.js';
 import { caCertHash, ensurePki, type PkiPaths } from './pki.js';
+import { LoadBalancerController } from './load-balancer/controller.js';
+import { log } from './log.js';
 import { keepPodRoutes } from './pod-routes.js';
 import { installSafetyNet } from './safety-net.js';
 import { ReasonedError, settingsOrStop, setStatus } from './status.js';
@@ -241,6 +244,32 @@ async function writeKubeconfigs(pki: PkiPaths, server: string): Promise<void> {
   }
 }
 
+async function startLoadBalancerController(
+  target: KubeTarget,
+  settings: ControlPlaneSettings,
+  signal: AbortSignal,
+): Promise<void> {
+  const { first, last, hostPorts } = settings.loadBalancer;
+  const cache =
+    hostPorts && settings.imageCache && settings.imageCacheToken
+      ? { cacheUrl: settings.imageCache, token: settings.imageCacheToken }
+      : undefined;
+  const controller = new LoadBalancerController(
+    target,
+    { range: { first, last }, hostPorts: cache, instance: settings.nodeName },
+    signal,
+  );
+  const { namespace, name } = LOAD_BALANCER.announcements;
+  const previous = await kubeRequest<{ data?: Record<string, string> }>(
+    target,
+    'GET',
+    `/api/v1/namespaces/${namespace}/configmaps/${name}`,
+  );
+  if (previous.status === 200) controller.seedAnnouncements(previous.body.data);
+  controller.start();
+  log(`load balancer: addresses ${first}-${last}${cache ? ', ports published on the host' : ''}`);
+}
+
 export async function runControlPlane(supervisor: Supervisor, signal: AbortSignal): Promise<void> {
   const settings = settingsOrStop(() => decodeNodeEnv('control-plane', process.env)) as ControlPlaneSettings;
   await setStatus('starting', 'control plane starting');
@@ -364,5 +393,6 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
   await writeFileAtomic(JOIN_FILE, JSON.stringify(join), { mode: 0o600 });
   // The control plane is not a node: it routes to every node's pods.
   keepPodRoutes(target, undefined, signal);
+  await startLoadBalancerController(target, settings, signal);
   await setStatus('ready', `control plane ready at ${server}`);
 }

@@ -2,6 +2,8 @@
 // (the `kubeadm join` contract), the bootstrap token, cluster-info, and CoreDNS. Pure functions,
 // applied with `kubectl apply --server-side`.
 
+import { LOAD_BALANCER } from '../shared/contract.js';
+
 export const BOOTSTRAP_GROUP = 'system:bootstrappers:vind:default-node-token';
 export const COREDNS_NAME = 'coredns';
 
@@ -57,6 +59,37 @@ export function bootstrapRbac(): Manifest[] {
     ),
     // kube-proxy runs on each worker with the node's own credentials.
     clusterRoleBinding('vind:node-proxier', 'system:node-proxier', { kind: 'Group', name: 'system:nodes' }),
+    // Workers read which LoadBalancer addresses they announce, and nothing else of kube-system's maps.
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'Role',
+      metadata: {
+        name: 'vind:load-balancer-announcements',
+        namespace: LOAD_BALANCER.announcements.namespace,
+      },
+      rules: [
+        {
+          apiGroups: [''],
+          resources: ['configmaps'],
+          resourceNames: [LOAD_BALANCER.announcements.name],
+          verbs: ['get', 'list', 'watch'],
+        },
+      ],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'RoleBinding',
+      metadata: {
+        name: 'vind:load-balancer-announcements',
+        namespace: LOAD_BALANCER.announcements.namespace,
+      },
+      roleRef: {
+        apiGroup: 'rbac.authorization.k8s.io',
+        kind: 'Role',
+        name: 'vind:load-balancer-announcements',
+      },
+      subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: 'system:nodes' }],
+    },
     {
       apiVersion: 'rbac.authorization.k8s.io/v1',
       kind: 'Role',

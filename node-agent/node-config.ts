@@ -1,7 +1,7 @@
 // Configuration files of a worker: kubelet, kube-proxy and the CNI network. Pure functions.
 
 import { stringify } from 'yaml';
-import { STATE_DIR } from '../shared/contract.js';
+import { LOAD_BALANCER, STATE_DIR } from '../shared/contract.js';
 
 export const KUBELET_DIR = '/var/lib/kubelet';
 export const KUBELET_KUBECONFIG = `${STATE_DIR}/kubelet.conf`;
@@ -84,7 +84,8 @@ export function kubeProxyConfig(settings: KubeletSettings): string {
     clusterCIDR: settings.podSubnet,
     hostnameOverride: settings.nodeName,
     bindAddress: settings.nodeIp,
-    healthzBindAddress: '127.0.0.1:10256',
+    // On the node address: the LoadBalancer controller probes it to know which nodes can announce.
+    healthzBindAddress: `${settings.nodeIp}:${LOAD_BALANCER.nodeHealthPort}`,
     metricsBindAddress: '127.0.0.1:10249',
     // nf_conntrack_max is read-only inside a container: leave the host's conntrack settings alone.
     conntrack: { maxPerCore: 0, min: 0, tcpEstablishedTimeout: '0s', tcpCloseWaitTimeout: '0s' },

@@ -33,6 +33,7 @@ import {
   podResolvConf,
   RESOLV_CONF,
 } from './node-config.js';
+import { announceLoadBalancers } from './load-balancer/announcer.js';
 import { keepPodRoutes } from './pod-routes.js';
 import { prepareNode } from './prepare.js';
 import { installSafetyNet } from './safety-net.js';
@@ -182,5 +183,6 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
   supervisor.start({ name: 'kube-proxy', command: 'kube-proxy', args: [`--config=${KUBE_PROXY_CONFIG}`] });
 
   keepPodRoutes(target, settings.nodeName, signal);
+  announceLoadBalancers(target, settings.nodeName, signal);
   await setStatus('ready', `joined as ${settings.nodeName}`);
 }

@@ -427,5 +427,16 @@ export interface PublishedForward {
  * {forwards: PublishedForward[]}. The cache makes one forwarder container per address.
  */
 export const HOST_PORTS_PATH = '/vind/v1/host-ports';
+/** Written by the control plane's controller, read by `vind list`. */
+export const LOAD_BALANCER_STATE_FILE = '/run/vind/load-balancers.json';
+
+export interface LoadBalancerState {
+  /** FIRST-LAST */
+  range: string;
+  /** Addresses in use by LoadBalancer Services. */
+  addresses: number;
+  hostPorts: { address: string; port: number; protocol: PortProtocol; hostPort: number }[];
+}
+
 /** Listening address of every published port on the Docker host. */
 export const HOST_PORTS_LISTEN = '127.0.0.1';

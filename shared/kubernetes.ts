@@ -37,6 +37,7 @@ export async function kubeRequest<T = unknown>(
   path: string,
   body?: unknown,
   timeoutMs = 10_000,
+  contentType = 'application/json',
 ): Promise<KubeResponse<T>> {
   const url = new URL(path, target.server);
   const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
@@ -51,7 +52,7 @@ export async function kubeRequest<T = unknown>(
         rejectUnauthorized: !target.insecureSkipVerify,
         headers: {
           Accept: 'application/json',
-          ...(payload ? { 'Content-Type': 'application/json', 'Content-Length': payload.length } : {}),
+          ...(payload ? { 'Content-Type': contentType, 'Content-Length': payload.length } : {}),
           ...(target.token ? { Authorization: `Bearer ${target.token}` } : {}),
         },
         timeout: timeoutMs,
@@ -82,10 +83,41 @@ export async function kubeRequest<T = unknown>(
 
 /** GET that throws on anything but 2xx. */
 export async function kubeGet<T>(target: KubeTarget, path: string, timeoutMs?: number): Promise<T> {
-  const response = await kubeRequest<T>(target, 'GET', path, undefined, timeoutMs);
+  return okOrThrow(await kubeRequest<T>(target, 'GET', path, undefined, timeoutMs), 'GET', path);
+}
+
+const PATCH_TYPES = {
+  merge: 'application/merge-patch+json',
+  strategic: 'application/strategic-merge-patch+json',
+  apply: 'application/apply-patch+yaml',
+} as const;
+
+/**
+ * PATCH that throws on anything but 2xx. `apply` is server-side apply (JSON is YAML) as
+ * `fieldManager`, taking over fields other managers set.
+ */
+export async function kubePatch<T = unknown>(
+  target: KubeTarget,
+  path: string,
+  patch: unknown,
+  type: keyof typeof PATCH_TYPES,
+  fieldManager?: string,
+): Promise<T> {
+  const query =
+    type === 'apply' ? `${path.includes('?') ? '&' : '?'}fieldManager=${fieldManager}&force=true` : '';
+  const response = await kubeRequest<T>(target, 'PATCH', `${path}${query}`, patch, 10_000, PATCH_TYPES[type]);
+  return okOrThrow(response, 'PATCH', path);
+}
+
+/** POST that throws on anything but 2xx. */
+export async function kubePost<T = unknown>(target: KubeTarget, path: string, body: unknown): Promise<T> {
+  return okOrThrow(await kubeRequest<T>(target, 'POST', path, body), 'POST', path);
+}
+
+function okOrThrow<T>(response: KubeResponse<T>, method: string, path: string): T {
   if (response.status < 200 || response.status > 299) {
     const message = (response.body as { message?: string } | undefined)?.message ?? String(response.body);
-    throw new KubeError(`GET ${path}: ${response.status} ${message}`, response.status);
+    throw new KubeError(`${method} ${path}: ${response.status} ${message}`, response.status);
   }
   return response.body;
 }
@@ -166,7 +198,7 @@ export async function apiReady(target: KubeTarget): Promise<boolean> {
   }
 }
 
-interface ObjectMeta {
+export interface ObjectMeta {
   metadata: { name: string; namespace?: string; resourceVersion?: string };
 }
 

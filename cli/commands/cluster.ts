@@ -188,8 +188,15 @@ export function registerClusterCommands(program: Command): void {
         return;
       }
       const rows = [
-        ['NAME', 'STATE', 'NODES', 'KUBERNETES', 'ENDPOINT'],
-        ...clusters.map((c) => [c.name, c.state, String(c.nodes), c.kubernetesVersion, c.endpoint]),
+        ['NAME', 'STATE', 'NODES', 'LOADBALANCERS', 'KUBERNETES', 'ENDPOINT'],
+        ...clusters.map((c) => [
+          c.name,
+          c.state,
+          String(c.nodes),
+          c.loadBalancers === undefined ? '-' : String(c.loadBalancers),
+          c.kubernetesVersion,
+          c.endpoint,
+        ]),
       ];
       const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
       for (const row of rows) {
@@ -200,8 +207,11 @@ export function registerClusterCommands(program: Command): void {
             .trimEnd()}\n`,
         );
       }
-      // Why a cluster is failing, one node per line.
+      // Why a cluster is failing, one node per line; then LoadBalancer ports published on the host.
       for (const problem of clusters.flatMap((c) => c.problems)) process.stdout.write(`  ${problem}\n`);
+      for (const cluster of clusters) {
+        for (const port of cluster.hostPorts ?? []) process.stdout.write(`  ${cluster.name}: ${port}\n`);
+      }
     });
 
   program

@@ -235,29 +235,30 @@ export function hostAddressOnDefaultBridge(): Promise<string> {
   return dockerRuntime().hostAddressOn('bridge');
 }
 
-const WEBHOOK_SERVER_SOURCE = join(PROJECT_ROOT, 'test', 'fixtures', 'webhook-server');
+const FIXTURES = join(PROJECT_ROOT, 'test', 'fixtures');
 
 /**
- * The test webhook and aggregated-API server (test/fixtures/webhook-server, standard library Go),
- * compiled here and loaded into the host's Docker as a one-file image tagged by its source hash.
+ * A test server from test/fixtures/<name> (standard library Go), compiled here and loaded into the
+ * host's Docker as a one-file image tagged by its source hash.
  */
-export async function ensureWebhookServerImage(): Promise<string> {
+async function ensureGoFixtureImage(name: string): Promise<string> {
   const { createHash } = await import('node:crypto');
   const { readFile, mkdtemp, rm } = await import('node:fs/promises');
   const { tmpdir } = await import('node:os');
+  const source = join(FIXTURES, name);
   const hash = createHash('sha256');
-  for (const file of ['go.mod', 'main.go']) hash.update(await readFile(join(WEBHOOK_SERVER_SOURCE, file)));
-  const reference = `vind-test/webhook-server:${hash.digest('hex').slice(0, 12)}`;
+  for (const file of ['go.mod', 'main.go']) hash.update(await readFile(join(source, file)));
+  const reference = `vind-test/${name}:${hash.digest('hex').slice(0, 12)}`;
   const existing = await docker()
     .getImage(reference)
     .inspect()
     .catch(() => undefined);
   if (existing) return reference;
-  const scratch = await mkdtemp(join(tmpdir(), 'vind-webhook-'));
+  const scratch = await mkdtemp(join(tmpdir(), `vind-${name}-`));
   try {
     const binary = join(scratch, 'server');
     await execa('go', ['build', '-trimpath', '-ldflags=-s -w', '-o', binary, '.'], {
-      cwd: WEBHOOK_SERVER_SOURCE,
+      cwd: source,
       env: { CGO_ENABLED: '0', GOFLAGS: '-mod=mod' },
     });
     const { buildDockerArchive } = await import('../../images/docker-archive.js');
@@ -271,6 +272,19 @@ export async function ensureWebhookServerImage(): Promise<string> {
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
+}
+
+/** The test webhook and aggregated-API server (test/fixtures/webhook-server). */
+export function ensureWebhookServerImage(): Promise<string> {
+  return ensureGoFixtureImage('webhook-server');
+}
+
+/**
+ * The echo server (test/fixtures/echo-server): HTTP on 8080 and UDP on 5353, both answering with
+ * the pod's hostname and the client address it saw.
+ */
+export function ensureEchoServerImage(): Promise<string> {
+  return ensureGoFixtureImage('echo-server');
 }
 
 /** Runs a command in a container and collects its output (the runtime's exec). */
