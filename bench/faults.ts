@@ -244,6 +244,28 @@ async function dockerdRestart(): Promise<void> {
     if (created.exitCode !== 0) throw new Error(created.stderr);
     const kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
     await kubectl(['--context', `vind-${name}`, 'create', 'configmap', 'kept', '--from-literal=k=v']);
+    await kubectl([
+      '--context',
+      `vind-${name}`,
+      'create',
+      'service',
+      'loadbalancer',
+      'kept',
+      '--tcp=80:8080',
+    ]);
+    const addressOf = async () =>
+      (
+        await kubectl([
+          '--context',
+          `vind-${name}`,
+          'get',
+          'service',
+          'kept',
+          '-o',
+          'jsonpath={.status.loadBalancer.ingress[0].ip}',
+        ])
+      ).stdout.trim() || undefined;
+    const address = await waitFor('a LoadBalancer address', addressOf, 30_000, 100);
     server.process.kill('SIGINT');
     await server.process;
     const started = Date.now();
@@ -282,6 +304,10 @@ async function dockerdRestart(): Promise<void> {
     console.log(
       `  Ready again with its objects, without user action: ${back ? 'yes' : 'NO'} after ${((Date.now() - started) / 1000).toFixed(1)}s (datastore down 30 s of it)`,
     );
+    const kept = await addressOf().catch(() => undefined);
+    console.log(
+      `  LoadBalancer address kept: ${kept === address ? 'yes' : 'NO'} (${address} before, ${kept ?? 'none'} after)`,
+    );
   } finally {
     await runVind(['delete', name], env);
     server.process.kill('SIGINT');
@@ -316,6 +342,8 @@ const BAD_CONFIGS: [string, string][] = [
   ['a tiny cache limit', `${HEADER}imageCache:\n  limit: 1K\n`],
   ['an unknown Pod Security level', `${HEADER}podSecurity: open\n`],
   ['a bad datastore URL', `${HEADER}datastore:\n  url: redis://cache:6379\n`],
+  ['a LoadBalancer range outside 128-254', `${HEADER}loadBalancer:\n  range: 100-140\n`],
+  ['an unknown host-ports mode', `${HEADER}loadBalancer:\n  hostPorts: sometimes\n`],
 ];
 
 async function badInputs(): Promise<void> {
