@@ -147,6 +147,10 @@ export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<
     });
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
+    // A client gone halfway: nothing to answer, but nothing left waiting either.
+    req.on('close', () => {
+      if (!req.complete) reject(refuse('the body ended before its end'));
+    });
   });
 }
 

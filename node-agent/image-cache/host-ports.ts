@@ -85,7 +85,6 @@ function matches(container: ContainerDetails, spec: ContainerCreateBody): boolea
 
 /** Each port of a forward with the host port Docker published it on. */
 function published(forward: HostPortForward, container: ContainerDetails): PublishedForward {
-  const name = nameOf(container);
   return {
     address: forward.address,
     ports: forward.ports.map((port) => {
@@ -93,7 +92,7 @@ function published(forward: HostPortForward, container: ContainerDetails): Publi
       const binding = bindings.find((b) => b.HostIp === HOST_PORTS_LISTEN) ?? bindings[0];
       const hostPort = Number(binding?.HostPort);
       if (!Number.isInteger(hostPort) || hostPort < 1 || hostPort > 65535) {
-        throw new Error(`${name} has no host port for ${port.port}/${port.protocol}`);
+        throw new Error(`no host port for ${port.port}/${port.protocol}`);
       }
       return { ...port, hostPort };
     }),
@@ -156,29 +155,44 @@ export async function reconcileHostPorts(
   const byName = new Map(existing.map((c) => [nameOf(c), c]));
   const answer = await eachOf(forwards, async (forward) => {
     const name = hostPortContainerName(cluster, forward.address);
-    const spec = hostPortContainerSpec(cluster, forward, image);
-    const found = byName.get(name);
-    let container = found && (await engine.inspectContainer(found.Id));
-    if (container && !matches(container, spec)) {
-      await engine.removeContainer(container.Id);
-      container = undefined;
-      changes.push(`replaced ${name}`);
-    } else if (!container) {
-      changes.push(`created ${name}`);
+    try {
+      const spec = hostPortContainerSpec(cluster, forward, image);
+      const container = await ensureForwarder(engine, name, spec, byName.get(name), changes);
+      return published(forward, container);
+    } catch (error) {
+      throw new Error(`${name}: ${(error as Error).message}`, { cause: error });
     }
-    if (!container) {
-      const id = await engine.createContainer(name, spec);
-      await engine.startContainer(id);
-      container = await engine.inspectContainer(id);
-    } else if (!container.State?.Running) {
-      await engine.startContainer(container.Id);
-      container = await engine.inspectContainer(container.Id);
-      changes.push(`started ${name}`);
-    }
-    if (!container) throw new Error(`${name} is gone right after it started`);
-    return published(forward, container);
   });
   return { forwards: answer, changes };
+}
+
+/** One forwarder as `spec` says, running: the one found if it matches, else a new one in its place. */
+async function ensureForwarder(
+  engine: HostPortEngine,
+  name: string,
+  spec: ContainerCreateBody,
+  found: ContainerSummary | undefined,
+  changes: string[],
+): Promise<ContainerDetails> {
+  let container = found && (await engine.inspectContainer(found.Id));
+  if (container && !matches(container, spec)) {
+    await engine.removeContainer(container.Id);
+    container = undefined;
+    changes.push(`replaced ${name}`);
+  } else if (!container) {
+    changes.push(`created ${name}`);
+  }
+  if (!container) {
+    const id = await engine.createContainer(name, spec);
+    await engine.startContainer(id);
+    container = await engine.inspectContainer(id);
+  } else if (!container.State?.Running) {
+    await engine.startContainer(container.Id);
+    container = await engine.inspectContainer(container.Id);
+    changes.push(`started ${name}`);
+  }
+  if (!container) throw new Error('it is gone right after it started');
+  return container;
 }
 
 /** Reconciles one cluster at a time, each with the image of the cache's own container. */

@@ -4,7 +4,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { request, type Server } from 'node:http';
+import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import {
   brokerHostPorts,
   brokerRequest,
   type Engine,
+  hostEngine,
   startBroker,
 } from '../../node-agent/image-cache/broker.js';
 import type {
@@ -509,7 +510,9 @@ describe('reconciling a cluster’s forwarders', () => {
       web('172.30.0.128', [80, 'TCP']),
       web('172.30.0.129', [80, 'TCP']),
     ]);
-    await expect(asked).rejects.toThrow(/no available IPv4 addresses/);
+    await expect(asked).rejects.toThrow(
+      /^vind-dev-lb-172-30-0-128: starting container \S+: no available IPv4 addresses/,
+    );
     await expect(asked).rejects.not.toBeInstanceOf(HostPortError);
     expect(docker.byName('vind-dev-lb-172-30-0-129')?.running).toBe(true);
   });
@@ -563,6 +566,73 @@ describe('reconciling a cluster’s forwarders', () => {
 });
 
 // ---- the broker's operation and the registry's endpoint ----
+
+describe('the container calls on the Docker socket', () => {
+  let docker: Server;
+  let dockerSocket: string;
+  const seen: { method: string; path: string; body: string }[] = [];
+
+  beforeAll(async () => {
+    // A fake Docker: records what it is asked; knows one container and one network.
+    dockerSocket = join(scratch, 'containers-docker.sock');
+    docker = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        seen.push({ method: req.method!, path: req.url!, body });
+        const json = (status: number, value: unknown) => {
+          res.writeHead(status, { 'Content-Type': 'application/json' });
+          res.end(JSON.stringify(value));
+        };
+        const path = req.url!.replace(/^\/v1\.41/, '');
+        if (path === '/networks/vind-dev') json(200, { Name: 'vind-dev' });
+        else if (path.startsWith('/networks/')) json(404, { message: 'network not found' });
+        else if (path.startsWith('/containers/json')) json(200, [{ Id: 'abc', Names: ['/x'] }]);
+        else if (path === '/containers/abc/json') json(200, { Id: 'abc', Name: '/x' });
+        else if (path.startsWith('/containers/create'))
+          json(409, { message: 'Conflict.\nThe name is in use' });
+        else if (path === '/containers/abc/start') json(304, {});
+        else if (path.startsWith('/containers/abc?')) json(204, {});
+        else json(404, { message: 'No such container: gone' });
+      });
+    });
+    await new Promise<void>((resolve) => docker.listen(dockerSocket, resolve));
+  });
+  afterAll(() => docker.close());
+
+  it('asks the Engine API as the broker needs, and reads what is not there as undefined', async () => {
+    const engine = hostEngine([], dockerSocket);
+    expect(await engine.inspectNetwork('vind-dev')).toEqual({ Name: 'vind-dev' });
+    expect(await engine.inspectNetwork('vind-gone')).toBeUndefined();
+    expect(await engine.listContainers({ [LABELS.cluster]: 'dev', [LABELS.role]: 'host-port' })).toEqual([
+      { Id: 'abc', Names: ['/x'] },
+    ]);
+    expect(await engine.inspectContainer('abc')).toEqual({ Id: 'abc', Name: '/x' });
+    expect(await engine.inspectContainer('gone')).toBeUndefined();
+    const spec = hostPortContainerSpec('dev', web('172.30.0.128', [80, 'TCP']), IMAGE);
+    await expect(engine.createContainer('vind-dev-lb-172-30-0-128', spec)).rejects.toThrow(
+      'creating container vind-dev-lb-172-30-0-128: Conflict.',
+    );
+    await engine.startContainer('abc');
+    await engine.removeContainer('abc');
+    await engine.removeContainer('gone');
+    const filters = encodeURIComponent(
+      JSON.stringify({ label: [`${LABELS.cluster}=dev`, `${LABELS.role}=host-port`] }),
+    );
+    expect(seen.map((s) => `${s.method} ${s.path}`)).toEqual([
+      'GET /v1.41/networks/vind-dev',
+      'GET /v1.41/networks/vind-gone',
+      `GET /v1.41/containers/json?all=1&filters=${filters}`,
+      'GET /v1.41/containers/abc/json',
+      'GET /v1.41/containers/gone/json',
+      'POST /v1.41/containers/create?name=vind-dev-lb-172-30-0-128',
+      'POST /v1.41/containers/abc/start',
+      'DELETE /v1.41/containers/abc?force=1&v=1',
+      'DELETE /v1.41/containers/gone?force=1&v=1',
+    ]);
+    expect(JSON.parse(seen[5]!.body)).toEqual(spec);
+  });
+});
 
 /** A raw request: method, path and body exactly as given. */
 function send(
