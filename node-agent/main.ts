@@ -1,9 +1,11 @@
 // node-agent: the entry point of every node container (under tini, which reaps orphans).
 // The container command names the role: `control-plane`, `worker` or `image-cache`; the image cache
-// starts its registry as `image-cache-registry`. Progress and failures go to /run/vind/status for
-// the CLI, and to stdout for `docker logs`.
+// starts its registry as `image-cache-registry`, and a forwarder container per LoadBalancer address
+// as `host-port`. Progress and failures go to /run/vind/status for the CLI, and to stdout for
+// `docker logs`.
 
 import { runControlPlane } from './control-plane.js';
+import { runHostPort } from './host-port.js';
 import { imageCacheCommand, runImageCache, runImageCacheRegistry } from './image-cache/main.js';
 import { log } from './log.js';
 import { isPermanent, ReasonedError, retryDelay, setStatus } from './status.js';
@@ -34,6 +36,15 @@ async function main(): Promise<void> {
     // Failing, it exits, and the role's supervisor starts it again.
     await runImageCacheRegistry().catch((error: Error) => {
       log(`image cache registry: ${error.message}`);
+      process.exit(1);
+    });
+    return;
+  }
+  if (role === 'host-port') {
+    // Made by the image cache, unprivileged: no status file, no daemons. Failing, it exits, and
+    // Docker's restart policy starts it again.
+    await runHostPort(process.argv.slice(3)).catch((error: Error) => {
+      log(`host-port: ${error.message}`);
       process.exit(1);
     });
     return;

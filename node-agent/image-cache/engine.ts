@@ -1,6 +1,7 @@
-// The image cache's view of the host's Docker: three Engine API calls and nothing else (inspect,
-// export, pull). Only the engine broker (broker.ts) uses it, inside the cache container, on the
-// mounted socket, with node:http because the node image has no dockerode.
+// The image cache's view of the host's Docker: the Engine API calls the broker makes and nothing
+// else: for images inspect, export and pull; for the host-port forwarders list, inspect, create, start
+// and remove containers, and inspect a network. Only the engine broker (broker.ts) uses it, inside
+// the cache container, on the mounted socket, with node:http because the node image has no dockerode.
 
 import { request, type IncomingMessage } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -15,11 +16,20 @@ function call(
   method: string,
   path: string,
   headers: Record<string, string> = {},
+  body?: unknown,
 ): Promise<IncomingMessage> {
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  if (payload !== undefined) {
+    headers = {
+      ...headers,
+      'Content-Type': 'application/json',
+      'Content-Length': String(Buffer.byteLength(payload)),
+    };
+  }
   return new Promise((resolve, reject) => {
     const req = request({ socketPath: socket, method, path: `${API}${path}`, headers }, resolve);
     req.on('error', reject);
-    req.end();
+    req.end(payload);
   });
 }
 
@@ -27,6 +37,20 @@ async function text(response: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of response) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Docker's own message of a refusal ({"message": ...}), else the body as it came. */
+function engineMessage(body: string): string {
+  try {
+    return ((JSON.parse(body) as { message?: string }).message ?? body).trim();
+  } catch {
+    return body.trim();
+  }
+}
+
+async function failure(what: string, response: IncomingMessage): Promise<Error> {
+  const message = engineMessage(await text(response)) || `status ${response.statusCode}`;
+  return new Error(`${what}: ${message.split('\n')[0]}`);
 }
 
 export interface ImageInfo {
@@ -126,4 +150,126 @@ export async function pullImage(reference: string, auth?: string, socket = DOCKE
     const message = JSON.parse(line) as { error?: string };
     if (message.error) throw new Error(message.error);
   }
+}
+
+// ---- containers and networks, for the host-port forwarders ----
+
+export interface NetworkDetails {
+  Name: string;
+  IPAM?: { Config?: { Subnet?: string }[] | null };
+}
+
+export interface ContainerSummary {
+  Id: string;
+  /** With a leading slash, as Docker lists them. */
+  Names?: string[];
+  Labels?: Record<string, string> | null;
+}
+
+export interface PortBinding {
+  HostIp: string;
+  HostPort: string;
+}
+
+export interface ContainerDetails {
+  Id: string;
+  /** With a leading slash. */
+  Name: string;
+  /** The image's id. */
+  Image: string;
+  Config: { Cmd?: string[] | null; Labels?: Record<string, string> | null };
+  State?: { Running?: boolean };
+  NetworkSettings?: { Ports?: Record<string, PortBinding[] | null> | null };
+}
+
+/** The body of a container create, as far as vind sets it. */
+export interface ContainerCreateBody {
+  Image: string;
+  Cmd: string[];
+  User?: string;
+  Labels: Record<string, string>;
+  ExposedPorts?: Record<string, Record<string, never>>;
+  HostConfig: {
+    PortBindings?: Record<string, PortBinding[]>;
+    NetworkMode?: string;
+    RestartPolicy?: { Name: string; MaximumRetryCount?: number };
+    CapDrop?: string[];
+    SecurityOpt?: string[];
+    ReadonlyRootfs?: boolean;
+    Sysctls?: Record<string, string>;
+  };
+}
+
+/** A network by name or id, or undefined when there is none. */
+export async function inspectNetwork(
+  name: string,
+  socket = DOCKER_SOCKET,
+): Promise<NetworkDetails | undefined> {
+  const response = await call(socket, 'GET', `/networks/${encodeURIComponent(name)}`);
+  if (response.statusCode === 404) {
+    response.resume();
+    return undefined;
+  }
+  if (response.statusCode !== 200) throw await failure(`inspecting network ${name}`, response);
+  return JSON.parse(await text(response)) as NetworkDetails;
+}
+
+/** Every container, running or not, that carries all of the given labels with their values. */
+export async function listContainers(
+  labels: Record<string, string>,
+  socket = DOCKER_SOCKET,
+): Promise<ContainerSummary[]> {
+  const filters = JSON.stringify({ label: Object.entries(labels).map(([key, value]) => `${key}=${value}`) });
+  const response = await call(socket, 'GET', `/containers/json?all=1&filters=${encodeURIComponent(filters)}`);
+  if (response.statusCode !== 200) throw await failure('listing containers', response);
+  return JSON.parse(await text(response)) as ContainerSummary[];
+}
+
+/** A container by name, id or id prefix, or undefined when there is none. */
+export async function inspectContainer(
+  id: string,
+  socket = DOCKER_SOCKET,
+): Promise<ContainerDetails | undefined> {
+  const response = await call(socket, 'GET', `/containers/${encodeURIComponent(id)}/json`);
+  if (response.statusCode === 404) {
+    response.resume();
+    return undefined;
+  }
+  if (response.statusCode !== 200) throw await failure(`inspecting container ${id}`, response);
+  return JSON.parse(await text(response)) as ContainerDetails;
+}
+
+/** Creates a container and answers its id. */
+export async function createContainer(
+  name: string,
+  body: ContainerCreateBody,
+  socket = DOCKER_SOCKET,
+): Promise<string> {
+  const response = await call(
+    socket,
+    'POST',
+    `/containers/create?name=${encodeURIComponent(name)}`,
+    {},
+    body,
+  );
+  if (response.statusCode !== 201) throw await failure(`creating container ${name}`, response);
+  return (JSON.parse(await text(response)) as { Id: string }).Id;
+}
+
+export async function startContainer(id: string, socket = DOCKER_SOCKET): Promise<void> {
+  const response = await call(socket, 'POST', `/containers/${encodeURIComponent(id)}/start`);
+  // 304: already running.
+  if (response.statusCode !== 204 && response.statusCode !== 304) {
+    throw await failure(`starting container ${id}`, response);
+  }
+  response.resume();
+}
+
+/** Removes a container, running or not, with its anonymous volumes; one that is gone already is fine. */
+export async function removeContainer(id: string, socket = DOCKER_SOCKET): Promise<void> {
+  const response = await call(socket, 'DELETE', `/containers/${encodeURIComponent(id)}?force=1&v=1`);
+  if (response.statusCode !== 204 && response.statusCode !== 404) {
+    throw await failure(`removing container ${id}`, response);
+  }
+  response.resume();
 }

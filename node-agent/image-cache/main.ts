@@ -13,7 +13,7 @@ import { poll } from '../../shared/poll.js';
 import { log } from '../log.js';
 import { setStatus } from '../status.js';
 import type { Supervisor } from '../supervisor.js';
-import { brokerSource, hostEngine, startBroker } from './broker.js';
+import { brokerHostPorts, brokerSource, hostEngine, startBroker } from './broker.js';
 import { BROKER_SOCKET, closeToOthers, giveTo, REGISTRY_USER } from './isolation.js';
 import { ImageCache, startRegistry } from './registry.js';
 
@@ -23,7 +23,9 @@ const CACHE_PORT = IMAGE_CACHE.port;
 const CLI_FILES = [basename(IMAGE_CACHE.tokens), basename(IMAGE_CACHE.limitFile)];
 
 function cache(): ImageCache {
-  return new ImageCache(CACHE_ROOT, brokerSource(BROKER_SOCKET));
+  return new ImageCache(CACHE_ROOT, brokerSource(BROKER_SOCKET), {
+    hostPorts: brokerHostPorts(BROKER_SOCKET),
+  });
 }
 
 /** `image-cache list` and `image-cache prune`: one-shot commands next to the running server. */

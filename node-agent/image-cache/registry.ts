@@ -3,7 +3,9 @@
 // the `ns` query parameter, so /v2/library/redis/manifests/7?ns=docker.io is docker.io/library/redis:7.
 // Every request carries a cluster's token (IMAGE_CACHE.tokenHeader), or is refused. The blobs stay
 // under a size limit: after each import, the least recently used go, except those being served and
-// those of an image being imported.
+// those of an image being imported. Next to the registry, one endpoint of vind's own,
+// PUT HOST_PORTS_PATH: a cluster's LoadBalancer ports to publish on the Docker host, checked here
+// and handed to the engine broker, which alone talks to Docker.
 
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -12,10 +14,16 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { writeFileAtomic } from '../../shared/atomic-write.js';
-import { IMAGE_CACHE } from '../../shared/contract.js';
+import {
+  HOST_PORTS_PATH,
+  type HostPortForward,
+  IMAGE_CACHE,
+  type PublishedForward,
+} from '../../shared/contract.js';
 import { parseImageReference, qualifiedReference } from '../../shared/image-reference.js';
 import { log } from '../log.js';
 import { BlobStore, importArchive, parseDigest, type Platform, type StoredManifest } from './archive.js';
+import { HostPortError, parseHostPortBody, readBody } from './host-port-spec.js';
 import { readCacheLimit } from './limit.js';
 import { TokenStore } from './tokens.js';
 
@@ -30,12 +38,22 @@ export interface ImageSource {
 /** Who may use the registry: the value of the token header decides. */
 export interface TokenCheck {
   accepts(header: string | string[] | undefined): Promise<boolean>;
+  /** Whose token it is; without it, no request names a cluster, and host ports are refused. */
+  clusterOf?(header: string | string[] | undefined): Promise<string | undefined>;
+}
+
+/** Publishes a cluster's LoadBalancer ports on the Docker host; in the cache container, the broker. */
+export interface HostPortPublisher {
+  /** The whole set the cluster wants; a HostPortError carries the status of a refusal. */
+  publish(cluster: string, forwards: HostPortForward[]): Promise<PublishedForward[]>;
 }
 
 export interface ImageCacheOptions {
   platform?: Platform;
   /** Default: the tokens in <root>/tokens. */
   tokens?: TokenCheck;
+  /** Default: none, and the host-port endpoint answers 502. */
+  hostPorts?: HostPortPublisher;
   /** Bytes of blobs to keep. Default: <root>/limit, else the environment, else 20 GiB. */
   limit?: () => Promise<number>;
 }
@@ -157,6 +175,7 @@ export class ImageCache {
   readonly store: BlobStore;
   private readonly platform: Platform;
   private readonly tokens: TokenCheck;
+  private readonly hostPorts?: HostPortPublisher;
   private readonly limit: () => Promise<number>;
   private readonly exports = new Map<string, Promise<StoredManifest>>();
   /** Blobs being sent right now, with how many responses send each. */
@@ -173,6 +192,7 @@ export class ImageCache {
     this.store = new BlobStore(root);
     this.platform = options.platform ?? hostPlatform();
     this.tokens = options.tokens ?? new TokenStore(join(root, 'tokens'));
+    this.hostPorts = options.hostPorts;
     this.limit = options.limit ?? (() => readCacheLimit(join(root, 'limit')));
   }
 
@@ -369,7 +389,44 @@ export class ImageCache {
     }
   }
 
+  /**
+   * PUT HOST_PORTS_PATH: the token names the cluster, the body is checked, the broker does the rest.
+   * Answers 200 {forwards}, else {message} with 401, 405, 400 or 502 (Docker or the broker failed).
+   */
+  private async handleHostPorts(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let cluster: string | undefined;
+    let status: number;
+    let answer: unknown;
+    try {
+      cluster = await this.tokens.clusterOf?.(req.headers[TOKEN_HEADER]);
+      if (!cluster) {
+        throw new HostPortError(401, `a cluster's token in ${IMAGE_CACHE.tokenHeader} is required`);
+      }
+      if (req.method !== 'PUT') throw new HostPortError(405, `${HOST_PORTS_PATH} takes PUT only`);
+      if (!this.hostPorts)
+        throw new HostPortError(502, 'this image cache has no engine broker for host ports');
+      const forwards = parseHostPortBody(await readBody(req));
+      status = 200;
+      answer = { forwards: await this.hostPorts.publish(cluster, forwards) };
+    } catch (error) {
+      // A refusal is relayed as such; anything else the broker or Docker says is a 502.
+      status = error instanceof HostPortError && [400, 401, 405].includes(error.status) ? error.status : 502;
+      const message = ((error as Error).message ?? String(error)).split('\n')[0]!;
+      if (status === 502) log(`host ports of ${cluster}: ${message}`);
+      answer = { message };
+    }
+    const body = JSON.stringify(answer);
+    // A body left unread (refused before or while reading it) is not read to its end: the connection goes.
+    if (!req.complete) res.setHeader('Connection', 'close');
+    res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+    res.end(body);
+  }
+
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if ((req.url ?? '/').split('?')[0] === HOST_PORTS_PATH) {
+      await this.handleHostPorts(req, res);
+      return;
+    }
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
     try {
       if (!(await this.tokens.accepts(req.headers[TOKEN_HEADER]))) {

@@ -15,6 +15,7 @@ import {
   hostEngine,
   startBroker,
 } from '../../node-agent/image-cache/broker.js';
+import type { HostPortEngine } from '../../node-agent/image-cache/host-ports.js';
 import { closeToOthers, giveTo, REGISTRY_USER } from '../../node-agent/image-cache/isolation.js';
 import { Supervisor } from '../../node-agent/supervisor.js';
 import { poll } from '../../shared/poll.js';
@@ -44,9 +45,22 @@ function raw(socketPath: string, method: string, path: string): Promise<{ status
   });
 }
 
+/** An engine without containers or networks, for the image operations. */
+const noContainers: HostPortEngine = {
+  inspectNetwork: async () => undefined,
+  listContainers: async () => [],
+  inspectContainer: async () => undefined,
+  createContainer: async () => {
+    throw new Error('no containers here');
+  },
+  startContainer: async () => undefined,
+  removeContainer: async () => undefined,
+};
+
 describe('the engine broker', () => {
   const calls: string[] = [];
   const fakeEngine: Engine = {
+    ...noContainers,
     inspect: async (reference) => {
       calls.push(`inspect ${reference}`);
       return reference === 'docker.io/library/app:1' ? { Id: `sha256:${'1'.repeat(64)}` } : undefined;
@@ -251,6 +265,7 @@ describe.skipIf(!isRoot)('the registry user and the Docker socket', () => {
     const server = await startBroker(
       socket,
       {
+        ...noContainers,
         inspect: async () => undefined,
         export: async () => Readable.from([]),
         pull: async () => undefined,
