@@ -594,7 +594,7 @@ async function iperfClient(image: string, name: string, command: string[]): Prom
       const bits = report.end?.sum_received?.bits_per_second;
       if (result.exitCode !== 0 || report.error || !bits) {
         throw new Error(
-          `iperf3 client (${command.join(' ')}): ${report.error || firstLine(result.stderr) || `exit ${result.exitCode}`}`,
+          `iperf3 client (${command.join(' ')}): ${report.error || firstLine(result.stderr) || result.shortMessage || `exit ${result.exitCode}`}`,
         );
       }
       return bits;
