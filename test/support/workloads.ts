@@ -189,6 +189,141 @@ export async function ensureTestImage(): Promise<string> {
 }
 
 /**
+ * The iperf3 image's Debian packages: iperf3 and the libraries it loads (libiperf0, libsctp1,
+ * libssl3, glibc and libgcc_s, which glibc loads to unwind threads), and the static busybox for a
+ * shell, `ip` and `httpd`. iperf3's other dependencies (adduser, debconf, init-system-helpers) serve
+ * its maintainer scripts only, and gcc-12-base holds documentation: nothing is installed or
+ * configured inside the image, the packages are only unpacked.
+ */
+const IPERF_PACKAGES = ['iperf3', 'libiperf0', 'libsctp1', 'libssl3', 'libc6', 'libgcc-s1', 'busybox-static'];
+
+/** busybox applets linked into /bin: a shell, routes for a client, a trivial HTTP server. */
+const IPERF_APPLETS = [
+  'sh',
+  'ip',
+  'httpd',
+  'wget',
+  'nc',
+  'ping',
+  'hostname',
+  'sleep',
+  'cat',
+  'echo',
+  'mkdir',
+  'ls',
+];
+
+/** What the packages carry that the image never uses: documentation, service scripts, firewall profiles. */
+const IPERF_REMOVALS = ['usr/share', 'etc/init.d', 'etc/ufw', 'lib/systemd', 'usr/lib/systemd'];
+
+/**
+ * The candidate version and SHA-256 of each package, from the host's apt lists (no download): the
+ * image's tag hashes them, so a Debian update of any of them makes a new image.
+ */
+async function candidatePackages(
+  packages: string[],
+): Promise<{ name: string; version: string; sha256: string }[]> {
+  const shown = await execa('apt-cache', ['show', '--no-all-versions', ...packages], { reject: false });
+  const found = shown.stdout
+    .split(/\n\s*\n/)
+    .map((stanza) => {
+      const field = (name: string) => new RegExp(`^${name}: (.+)$`, 'm').exec(stanza)?.[1]?.trim() ?? '';
+      return { name: field('Package'), version: field('Version'), sha256: field('SHA256') };
+    })
+    .filter((p) => p.name);
+  const missing = packages.filter((name) => !found.some((p) => p.name === name && p.version && p.sha256));
+  if (shown.exitCode !== 0 || missing.length > 0) {
+    throw new Error(
+      `the iperf3 test image is built from Debian packages that apt does not know here (${missing.join(', ') || shown.stderr.trim()}): run apt-get update`,
+    );
+  }
+  return packages.map((name) => found.find((p) => p.name === name)!);
+}
+
+/**
+ * An image with iperf3 (`iperf3 -s`, `iperf3 -c`), a shell, `ip` and busybox `httpd`, made of
+ * Debian packages fetched with `apt-get download`, unpacked with `dpkg-deb -x` into a root file
+ * system and imported into the host's Docker (no registry can be reached here). Tagged by its
+ * inputs: the packages' versions and hashes and what is kept of them. `CMD iperf3 -s`.
+ */
+export async function ensureIperfImage(): Promise<string> {
+  const { inputsHash, shortHash } = await import('../../images/inputs.js');
+  const packages = await candidatePackages(IPERF_PACKAGES);
+  const hash = inputsHash({
+    packages: packages.map((p) => `${p.name}=${p.version} ${p.sha256}`).join('\n'),
+    applets: IPERF_APPLETS.join(','),
+    removals: IPERF_REMOVALS.join(','),
+    layout: 'gconv removed; /tmp 1777; CMD iperf3 -s',
+  });
+  const reference = `vind-test/iperf3:${shortHash(hash)}`;
+  const existing = await docker()
+    .getImage(reference)
+    .inspect()
+    .catch(() => undefined);
+  if (existing) return reference;
+
+  const { chmod, mkdir, mkdtemp, readdir, rm, symlink } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const scratch = await mkdtemp(join(tmpdir(), 'vind-iperf3-'));
+  try {
+    const debs = join(scratch, 'debs');
+    const root = join(scratch, 'root');
+    await mkdir(debs);
+    await mkdir(root);
+    const download = await execa(
+      'apt-get',
+      ['download', '-q', ...packages.map((p) => `${p.name}=${p.version}`)],
+      { cwd: debs, reject: false },
+    );
+    if (download.exitCode !== 0) {
+      const reason = download.stderr.split('\n').find((l) => l.startsWith('E:')) ?? download.stderr.trim();
+      throw new Error(`apt-get download of the iperf3 image's packages failed: ${reason}`);
+    }
+    for (const deb of (await readdir(debs)).filter((f) => f.endsWith('.deb'))) {
+      await execa('dpkg-deb', ['-x', join(debs, deb), root]);
+    }
+    for (const path of IPERF_REMOVALS) await rm(join(root, path), { recursive: true, force: true });
+    // glibc's character-set converters (8 MB): iperf3 never converts text.
+    for (const dir of await readdir(join(root, 'usr', 'lib'))) {
+      await rm(join(root, 'usr', 'lib', dir, 'gconv'), { recursive: true, force: true });
+    }
+    for (const applet of IPERF_APPLETS) await symlink('busybox', join(root, 'bin', applet));
+    // iperf3 keeps its send buffer in a file under /tmp.
+    await mkdir(join(root, 'tmp'));
+    await chmod(join(root, 'tmp'), 0o1777);
+
+    const packing = execa('tar', ['--numeric-owner', '--owner=0', '--group=0', '-C', root, '-cf', '-', '.'], {
+      buffer: false,
+    });
+    const imported = dockerRuntime().importRootfs(packing.stdout, reference, [
+      'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      'CMD ["iperf3", "-s"]',
+    ]);
+    const [packError, importError] = await Promise.all([
+      packing.then(
+        () => undefined,
+        (error: Error) => error,
+      ),
+      imported.then(
+        () => undefined,
+        (error: Error) => error,
+      ),
+    ]);
+    if (packError || importError) {
+      // Docker tags an import as it reads it: an interrupted stream must not stay under this tag.
+      await docker()
+        .getImage(reference)
+        .remove({ force: true })
+        .catch(() => undefined);
+      throw new Error(`importing ${reference}: ${(importError ?? packError)!.message.split('\n')[0]}`);
+    }
+    return reference;
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/**
  * A Deployment with at most one pod per node (required anti-affinity on the hostname), so that its
  * replicas land on distinct workers. With one pod per node there is no room to surge: updates
  * replace pods (Recreate) instead of rolling.
