@@ -59,6 +59,9 @@ export async function deleteCluster(
   const containers = await runtime.listContainers(filter);
   const datastore = containers.find((c) => c.labels[LABELS.datastore])?.labels[LABELS.datastore];
   await Promise.all(containers.map((c) => runtime.removeContainer(c.id)));
+  // A host-port forwarder the image cache was making for the control plane while it went.
+  const late = await runtime.listContainers(filter);
+  await Promise.all(late.map((c) => runtime.removeContainer(c.id)));
   const volumes = await runtime.listVolumes(filter);
   await Promise.all(volumes.map((v) => runtime.removeVolume(v.name)));
   const networks = await runtime.listNetworks(filter);

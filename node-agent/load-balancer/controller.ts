@@ -75,6 +75,7 @@ const EXCLUDE_LABEL = 'node.kubernetes.io/exclude-from-external-load-balancers';
 const PROBE_INTERVAL_MS = 400;
 const PROBE_TIMEOUT_MS = 350;
 const PROBE_MISSES = 2;
+const PUBLISH_RETRY_MS = 10_000;
 
 export interface ControllerSettings {
   range: AddressRange;
@@ -236,6 +237,7 @@ export class LoadBalancerController {
   /** Per Service uid: the last Event, so a Service that keeps waiting is not told again. */
   private readonly lastEvent = new Map<string, string>();
   private published: { wanted: string; forwards: PublishedForward[] } | undefined;
+  private publishAgainAt = 0;
   private dirty = false;
   private running = false;
   private retry: NodeJS.Timeout | undefined;
@@ -471,9 +473,18 @@ export class LoadBalancerController {
     const forwards = wantedForwards(served, allocations);
     const wanted = JSON.stringify(forwards);
     if (this.published?.wanted !== wanted) {
-      const published = await putHostPorts(cache.cacheUrl, cache.token, forwards);
-      this.published = { wanted, forwards: published };
-      log(`load balancer: ${published.reduce((n, f) => n + f.ports.length, 0)} ports published on the host`);
+      if (Date.now() < this.publishAgainAt) return;
+      try {
+        const published = await putHostPorts(cache.cacheUrl, cache.token, forwards);
+        this.published = { wanted, forwards: published };
+        log(`load balancer: ${published.reduce((n, f) => n + f.ports.length, 0)} ports published on the host`);
+      } catch (error) {
+        // Each try may cost the cache container starts: try again in a while, not at every change.
+        log(`load balancer: ${(error as Error).message.split('\n')[0]}; trying again in 10 s`);
+        this.publishAgainAt = Date.now() + PUBLISH_RETRY_MS;
+        setTimeout(() => this.kick(), PUBLISH_RETRY_MS).unref();
+        return;
+      }
     }
     for (const service of served) {
       const allocation = allocations.get(key(service));

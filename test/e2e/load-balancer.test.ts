@@ -2,7 +2,8 @@
 // five addresses set in the config file): addresses from the range answer from the host over TCP and
 // UDP; fixed and shared addresses; another class left alone; no node ports; Local keeps the
 // client's address; a full range waits with an Event and deleting or retyping frees an address;
-// the address moves when its node stops, and every address survives a restart of every node.
+// the address moves when its node stops, and every address survives a restart of every node; with
+// `hostPorts: always` every port is published on the host's 127.0.0.1 too.
 
 import { createSocket } from 'node:dgram';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -11,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { PassThrough } from 'node:stream';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LOAD_BALANCER, networkName } from '../../shared/contract.js';
+import { LABELS, LOAD_BALANCER, networkName } from '../../shared/contract.js';
 import {
   docker,
   ensureEchoServerImage,
@@ -187,6 +188,7 @@ describe('LoadBalancer Services', () => {
         'workers: [{}, {}]',
         'loadBalancer:',
         `  range: ${RANGE.first}-${RANGE.last}`,
+        '  hostPorts: always',
         '',
       ].join('\n'),
     );
@@ -396,6 +398,26 @@ describe('LoadBalancer Services', () => {
     const after = await Promise.all(names.map(async (n) => addressOf(await service(n))));
     expect(after).toEqual(before);
     expect(await answers(before[0]!, 80, 120_000)).toMatch(/^echo-/);
+  });
+
+  it('publishes every port on the host with hostPorts: always', async () => {
+    const text = await waitFor(
+      'the host ports of Service web',
+      async () => (await service('web')).metadata.annotations?.[LOAD_BALANCER.hostPortsAnnotation],
+      60_000,
+    );
+    const match = /^80\/TCP=127\.0\.0\.1:(\d+)$/.exec(text);
+    expect(match, text).not.toBeNull();
+    expect(await answers('127.0.0.1', Number(match![1]))).toMatch(/^echo-/);
+    const forwarders = await docker().listContainers({
+      filters: { label: [`${LABEL_CLUSTER}=${cluster}`, `${LABELS.role}=host-port`] },
+    });
+    // One per address in use: web, fixed (shared with sharing), local.
+    expect(forwarders).toHaveLength(3);
+    const list = await runVind(['list']);
+    expect(list.stdout).toContain(
+      `${cluster}: ${addressOf(await service('web'))}:80/TCP -> 127.0.0.1:${match![1]}`,
+    );
   });
 
   it('shows the addresses in use in vind list', async () => {
