@@ -477,7 +477,9 @@ export class LoadBalancerController {
       try {
         const published = await putHostPorts(cache.cacheUrl, cache.token, forwards);
         this.published = { wanted, forwards: published };
-        log(`load balancer: ${published.reduce((n, f) => n + f.ports.length, 0)} ports published on the host`);
+        log(
+          `load balancer: ${published.reduce((n, f) => n + f.ports.length, 0)} ports published on the host`,
+        );
       } catch (error) {
         // Each try may cost the cache container starts: try again in a while, not at every change.
         log(`load balancer: ${(error as Error).message.split('\n')[0]}; trying again in 10 s`);
