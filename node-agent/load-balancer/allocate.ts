@@ -125,11 +125,15 @@ export function allocate(services: BalancedService[], range: AddressRange): Map<
 export interface AddressDemand {
   /** Nodes with a ready endpoint of a Local Service on the address; undefined when none is Local. */
   localNodes?: Set<string>;
+  /** Nodes with a ready endpoint of any Service on the address: preferred when the address is placed. */
+  endpointNodes?: Set<string>;
 }
 
 /**
  * One announcing node per address among the healthy ones. An address stays where it is while that
- * node can serve it; otherwise it goes to the candidate with the fewest addresses (by name on a tie).
+ * node can serve it (moving it would break the connections its node tracks); otherwise it goes to a
+ * node with an endpoint of its own if there is one (traffic then takes no second hop), the one with
+ * the fewest addresses among those (by name on a tie).
  * A Local Service is announced only from a node with one of its ready endpoints, since the others
  * drop its traffic; without such a node the address is announced nowhere.
  */
@@ -154,7 +158,10 @@ export function chooseAnnouncers(
     }
   }
   for (const address of unplaced) {
-    const candidates = candidatesOf(demands.get(address)!).sort(
+    const demand = demands.get(address)!;
+    const all = candidatesOf(demand);
+    const near = all.filter((n) => demand.endpointNodes?.has(n));
+    const candidates = (near.length > 0 ? near : all).sort(
       (a, b) => (load.get(a) ?? 0) - (load.get(b) ?? 0) || a.localeCompare(b),
     );
     const node = candidates[0];

@@ -76,6 +76,7 @@ const PROBE_INTERVAL_MS = 400;
 const PROBE_TIMEOUT_MS = 350;
 const PROBE_MISSES = 2;
 const PUBLISH_RETRY_MS = 10_000;
+const PLACEMENT_WAIT_MS = 2000;
 
 export interface ControllerSettings {
   range: AddressRange;
@@ -238,6 +239,8 @@ export class LoadBalancerController {
   private readonly lastEvent = new Map<string, string>();
   private published: { wanted: string; forwards: PublishedForward[] } | undefined;
   private publishAgainAt = 0;
+  /** When each address not announced yet was first wanted. */
+  private readonly firstSeen = new Map<string, number>();
   private dirty = false;
   private running = false;
   private retry: NodeJS.Timeout | undefined;
@@ -402,13 +405,30 @@ export class LoadBalancerController {
 
   private async announce(served: KubeService[], allocations: Map<string, Allocation>): Promise<void> {
     const demands = new Map<string, AddressDemand>();
+    const sliced = new Set<string>();
     for (const service of served) {
       const allocation = allocations.get(key(service));
       if (!allocation || !('address' in allocation)) continue;
       const demand = demands.get(allocation.address) ?? {};
-      if (service.spec.externalTrafficPolicy === 'Local')
-        demand.localNodes = this.readyEndpointNodes(service);
+      const endpoints = this.readyEndpointNodes(service);
+      if (service.spec.externalTrafficPolicy === 'Local') demand.localNodes = endpoints;
+      demand.endpointNodes = new Set([...(demand.endpointNodes ?? []), ...endpoints]);
       demands.set(allocation.address, demand);
+      if (this.hasSlice(service)) sliced.add(allocation.address);
+    }
+    // A new address waits for its endpoints to be known (a moment after the Service, and nothing
+    // could answer before anyway), so it is placed on a node with one; at most PLACEMENT_WAIT_MS.
+    const now = Date.now();
+    for (const address of [...this.firstSeen.keys()])
+      if (!demands.has(address)) this.firstSeen.delete(address);
+    for (const address of demands.keys()) {
+      if (this.announced.has(address) || sliced.has(address)) continue;
+      const since = this.firstSeen.get(address) ?? now;
+      this.firstSeen.set(address, since);
+      if (now - since < PLACEMENT_WAIT_MS) {
+        demands.delete(address);
+        setTimeout(() => this.kick(), PLACEMENT_WAIT_MS - (now - since)).unref();
+      }
     }
     const healthy = this.nodes
       .filter(
@@ -447,6 +467,14 @@ export class LoadBalancerController {
   /** Read the announcements the last controller wrote, so a restart moves no address. */
   seedAnnouncements(data: Record<string, string> | undefined): void {
     this.announced = new Map(Object.entries(data ?? {}).filter(([a]) => inRange(this.settings.range, a)));
+  }
+
+  private hasSlice(service: KubeService): boolean {
+    return this.slices.some(
+      (slice) =>
+        slice.metadata.namespace === service.metadata.namespace &&
+        slice.metadata.labels?.['kubernetes.io/service-name'] === service.metadata.name,
+    );
   }
 
   private readyEndpointNodes(service: KubeService): Set<string> {

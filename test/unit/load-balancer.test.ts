@@ -136,6 +136,14 @@ describe('chooseAnnouncers', () => {
     expect(chooseAnnouncers(none, nodes, new Map()).has('10.0.0.1')).toBe(false);
   });
 
+  it('places a new address on a node with an endpoint, and leaves a placed one there', () => {
+    const demand = new Map([['10.0.0.1', { endpointNodes: new Set(['w3']) }]]);
+    expect(chooseAnnouncers(demand, nodes, new Map()).get('10.0.0.1')).toBe('w3');
+    expect(chooseAnnouncers(demand, nodes, new Map([['10.0.0.1', 'w1']])).get('10.0.0.1')).toBe('w1');
+    const gone = new Map([['10.0.0.1', { endpointNodes: new Set(['w9']) }]]);
+    expect(chooseAnnouncers(gone, nodes, new Map()).get('10.0.0.1')).toBe('w1');
+  });
+
   it('announces nothing without a healthy node', () => {
     expect(chooseAnnouncers(new Map([['10.0.0.1', {}]]), [], new Map()).size).toBe(0);
   });
