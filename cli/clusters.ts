@@ -17,6 +17,7 @@ import {
   LABELS,
   LOAD_BALANCER_STATE_FILE,
   type LoadBalancerState,
+  type SleepMode,
   parseNodeStatus,
   PKI_DIR,
   STATUS_FILE,
@@ -88,10 +89,31 @@ export interface ClusterSummary {
   certificatesExpire?: string;
   /** Nodes whose agent failed or is trying again, with its reason: `dev-worker: retrying: ...`. */
   problems: string[];
+  /** Set while the cluster sleeps (`vind sleep`). */
+  sleeping?: SleepRecord;
   /** LoadBalancer addresses in use, when the control plane runs. */
   loadBalancers?: number;
   /** LoadBalancer ports published on the Docker host: `172.30.0.128:80/TCP -> 127.0.0.1:49153`. */
   hostPorts?: string[];
+}
+
+export interface SleepRecord {
+  mode: SleepMode;
+  /** RFC 3339 */
+  since: string;
+}
+
+/** How a cluster sleeps and since when, from its record; undefined when it is awake. */
+export async function sleepRecord(
+  runtime: ContainerRuntime,
+  cluster: string,
+): Promise<SleepRecord | undefined> {
+  const [volume] = await runtime.listVolumes([`${LABELS.cluster}=${cluster}`, LABELS.sleepMode]);
+  if (!volume) return undefined;
+  return {
+    mode: volume.labels[LABELS.sleepMode] as SleepMode,
+    since: volume.labels[LABELS.sleepSince] ?? '',
+  };
 }
 
 async function loadBalancerState(
@@ -175,6 +197,7 @@ export async function listClusters(runtime: ContainerRuntime): Promise<ClusterSu
       certificatesExpire:
         controlPlane?.state === 'running' ? await certificatesExpire(runtime, controlPlane.name) : undefined,
       problems,
+      sleeping: await sleepRecord(runtime, name),
       loadBalancers: balancers?.addresses,
       hostPorts: balancers?.hostPorts.map(
         (p) => `${p.address}:${p.port}/${p.protocol} -> ${HOST_PORTS_LISTEN}:${p.hostPort}`,

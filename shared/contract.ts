@@ -22,6 +22,9 @@ export const LABELS = {
   inputsHash: 'dev.vind.inputs-hash',
   /** On a host-port forwarder: the LoadBalancer address whose ports it publishes on the host. */
   loadBalancerAddress: 'dev.vind.load-balancer-address',
+  /** On a sleeping cluster's record (a volume): how it sleeps and since when (RFC 3339). */
+  sleepMode: 'dev.vind.sleep-mode',
+  sleepSince: 'dev.vind.sleep-since',
 } as const;
 
 /** The container command names the role the agent plays; `probe` is a throw-away capability check. */
@@ -74,6 +77,17 @@ export function workerName(cluster: string, index: number): string {
 }
 
 /** Every node keeps /var in a named volume: containerd's snapshots cannot live on overlayfs. */
+/**
+ * A sleeping cluster's record: an empty volume whose labels say how and since when it sleeps. Docker
+ * keeps it across engine restarts and reboots, and `delete` takes it with the cluster's other objects.
+ */
+export function sleepRecordName(cluster: string): string {
+  return `${cluster}-sleep`;
+}
+
+export const SLEEP_MODES = ['pause', 'stop', 'checkpoint'] as const;
+export type SleepMode = (typeof SLEEP_MODES)[number];
+
 export function varVolumeName(container: string): string {
   return `${container}-var`;
 }

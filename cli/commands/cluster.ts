@@ -1,7 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { DEFAULT_KUBERNETES_VERSION } from '../../images/recipe.js';
-import { clusterKubeconfig, clusterNames, deleteCluster, listClusters, loadImages } from '../clusters.js';
+import {
+  clusterKubeconfig,
+  clusterNames,
+  deleteCluster,
+  listClusters,
+  loadImages,
+  sleepRecord,
+} from '../clusters.js';
 import { createCluster } from '../create/create.js';
 import {
   ConfigError,
@@ -10,6 +17,9 @@ import {
   validateClusterName,
 } from '../cluster-config.js';
 import { dockerRuntime } from '../runtime/docker-runtime.js';
+import type { ContainerRuntime } from '../runtime/runtime.js';
+import { parseSleepMode, sleepCluster, wakeCluster } from '../sleep.js';
+import { SLEEP_MODES } from '../../shared/contract.js';
 import {
   cacheRunning,
   listCachedImages,
@@ -171,6 +181,76 @@ export function registerClusterCommands(program: Command): void {
       if ((await clusterNames(runtime)).length === 0) await removeImageCache(runtime, options.keepCache);
     });
 
+  /** `3m`, `2h`, `4d`: how long ago an RFC 3339 time was. */
+  const formatAge = (since: string) => {
+    const seconds = Math.max(0, (Date.now() - Date.parse(since)) / 1000);
+    if (!Number.isFinite(seconds)) return '';
+    if (seconds < 60) return `${Math.floor(seconds)}s`;
+    if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
+    if (seconds < 86400) return `${Math.floor(seconds / 3600)}h`;
+    return `${Math.floor(seconds / 86400)}d`;
+  };
+
+  const sleepTargets = async (runtime: ContainerRuntime, names: string[], all: boolean) => {
+    const targets = all ? await clusterNames(runtime) : names.length > 0 ? names : ['vind'];
+    for (const name of targets) {
+      try {
+        validateClusterName(name);
+      } catch (error) {
+        configError(error);
+      }
+    }
+    return targets;
+  };
+
+  program
+    .command('sleep')
+    .description('free what clusters use while nobody needs them: pause (memory kept) or stop')
+    .argument('[names...]', 'cluster names (default: vind)')
+    .option('--all', 'every vind cluster on this Docker engine that is awake', false)
+    .option('--mode <mode>', `${SLEEP_MODES.join(', ')}`, 'pause')
+    .action(async (names: string[], options: { all: boolean; mode: string }) => {
+      const mode = parseSleepMode(options.mode);
+      const runtime = dockerRuntime();
+      await runtime.ping();
+      const reporter = consoleReporter();
+      let targets = await sleepTargets(runtime, names, options.all);
+      if (options.all) {
+        const asleep = await Promise.all(targets.map((t) => sleepRecord(runtime, t)));
+        targets = targets.filter((_, i) => !asleep[i]);
+      }
+      for (const name of targets) {
+        const started = performance.now();
+        await sleepCluster(runtime, name, mode, reporter);
+        process.stderr.write(
+          `Cluster "${name}" sleeps (${mode}) after ${formatDuration(performance.now() - started)}: wake it with \`vind wake ${name}\`\n`,
+        );
+      }
+    });
+
+  program
+    .command('wake')
+    .description('bring sleeping clusters back as they were')
+    .argument('[names...]', 'cluster names (default: vind)')
+    .option('--all', 'every sleeping vind cluster on this Docker engine', false)
+    .action(async (names: string[], options: { all: boolean }) => {
+      const runtime = dockerRuntime();
+      await runtime.ping();
+      const reporter = consoleReporter();
+      let targets = await sleepTargets(runtime, names, options.all);
+      if (options.all) {
+        const asleep = await Promise.all(targets.map((t) => sleepRecord(runtime, t)));
+        targets = targets.filter((_, i) => asleep[i]);
+      }
+      for (const name of targets) {
+        const started = performance.now();
+        const mode = await wakeCluster(runtime, name, reporter);
+        process.stderr.write(
+          `Cluster "${name}" is awake (from ${mode}) in ${formatDuration(performance.now() - started)}\n`,
+        );
+      }
+    });
+
   program
     .command('list')
     .description('list clusters')
@@ -191,7 +271,7 @@ export function registerClusterCommands(program: Command): void {
         ['NAME', 'STATE', 'NODES', 'LOADBALANCERS', 'KUBERNETES', 'ENDPOINT'],
         ...clusters.map((c) => [
           c.name,
-          c.state,
+          c.sleeping ? `${c.state} ${formatAge(c.sleeping.since)}` : c.state,
           String(c.nodes),
           c.loadBalancers === undefined ? '-' : String(c.loadBalancers),
           c.kubernetesVersion,

@@ -348,6 +348,26 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
+  async stopContainer(name: string, timeoutSeconds: number): Promise<void> {
+    try {
+      await this.client.getContainer(name).stop({ t: timeoutSeconds });
+    } catch (error) {
+      if (statusCode(error) !== 304) throw error; // already stopped
+    }
+  }
+
+  async pauseContainer(name: string): Promise<void> {
+    await idempotent(() => this.client.getContainer(name).pause(), /is already paused/);
+  }
+
+  async unpauseContainer(name: string): Promise<void> {
+    await idempotent(() => this.client.getContainer(name).unpause(), /is not paused/);
+  }
+
+  async setRestartPolicy(name: string, policy: 'no' | 'unless-stopped'): Promise<void> {
+    await this.client.getContainer(name).update({ RestartPolicy: { Name: policy, MaximumRetryCount: 0 } });
+  }
+
   async removeContainer(name: string): Promise<void> {
     await idempotent(
       () => this.client.getContainer(name).remove({ force: true, v: true }),

@@ -132,6 +132,13 @@ export interface ContainerRuntime {
   /** Creates and starts the image cache container (and its volume). */
   runImageCache(request: ImageCacheRequest): Promise<void>;
   startContainer(name: string): Promise<void>;
+  /** Stops a container, waiting up to `timeoutSeconds` for its processes before killing them. */
+  stopContainer(name: string, timeoutSeconds: number): Promise<void>;
+  /** Freezes every process of a container (the cgroup freezer), and thaws it. */
+  pauseContainer(name: string): Promise<void>;
+  unpauseContainer(name: string): Promise<void>;
+  /** `no` keeps a sleeping container from being started again when the engine restarts. */
+  setRestartPolicy(name: string, policy: 'no' | 'unless-stopped'): Promise<void>;
   removeContainer(name: string): Promise<void>;
   inspectContainer(name: string): Promise<ContainerInfo | undefined>;
   listContainers(labels: LabelFilter): Promise<ContainerInfo[]>;

@@ -217,8 +217,35 @@ export class FakeRuntime implements ContainerRuntime {
   }
 
   async startContainer(name: string): Promise<void> {
+    await this.enter('startContainer', name);
     const c = this.containers.get(name);
     if (c) c.info.state = 'running';
+  }
+
+  /** Restart policy per container, as `setRestartPolicy` left it. */
+  readonly restartPolicies = new Map<string, string>();
+
+  async stopContainer(name: string): Promise<void> {
+    await this.enter('stopContainer', name);
+    const c = this.containers.get(name);
+    if (c) c.info.state = 'exited';
+  }
+
+  async pauseContainer(name: string): Promise<void> {
+    await this.enter('pauseContainer', name);
+    const c = this.containers.get(name);
+    if (c) c.info.state = 'paused';
+  }
+
+  async unpauseContainer(name: string): Promise<void> {
+    await this.enter('unpauseContainer', name);
+    const c = this.containers.get(name);
+    if (c?.info.state === 'paused') c.info.state = 'running';
+  }
+
+  async setRestartPolicy(name: string, policy: 'no' | 'unless-stopped'): Promise<void> {
+    await this.enter('setRestartPolicy', `${name} ${policy}`);
+    this.restartPolicies.set(name, policy);
   }
 
   async removeContainer(nameOrId: string): Promise<void> {

@@ -1,0 +1,149 @@
+import { beforeEach, describe, expect, it } from 'vitest';
+import { sleepRecord } from '../../cli/clusters.js';
+import type { Reporter } from '../../cli/progress.js';
+import { parseSleepMode, sleepCluster, wakeCluster, type WakeProbes } from '../../cli/sleep.js';
+import { ADMIN_KUBECONFIG, LABELS, sleepRecordName } from '../../shared/contract.js';
+import { VindError } from '../../shared/errors.js';
+import { FakeRuntime } from '../support/fake-runtime.js';
+
+const quiet: Reporter = {
+  step: (_name, work) => work(() => undefined),
+  info: () => undefined,
+  warn: () => undefined,
+};
+
+const ADMIN = `apiVersion: v1
+kind: Config
+clusters: [{ name: c, cluster: { server: 'https://172.30.0.2:6443', certificate-authority-data: Q0E= } }]
+users: [{ name: u, user: { client-certificate-data: Q0VSVA==, client-key-data: S0VZ } }]
+contexts: [{ name: x, context: { cluster: c, user: u } }]
+current-context: x
+`;
+
+const ready: WakeProbes = {
+  apiReady: async () => true,
+  allNodesReady: async () => true,
+  coreDnsAvailable: async () => true,
+};
+
+async function cluster(runtime: FakeRuntime, name = 'dev'): Promise<void> {
+  const common = {
+    cluster: name,
+    image: 'vind/node:x',
+    securityMode: 'privileged' as const,
+    network: `vind-${name}`,
+    env: [],
+    ports: [],
+  };
+  await runtime.runNode({
+    ...common,
+    name: `${name}-control-plane`,
+    role: 'control-plane',
+    address: '172.30.0.2',
+    labels: { [LABELS.apiPort]: '6443' },
+  });
+  await runtime.runNode({
+    ...common,
+    name: `${name}-worker`,
+    role: 'worker',
+    address: '172.30.0.3',
+    labels: {},
+  });
+  await runtime.writeFile(`${name}-control-plane`, ADMIN_KUBECONFIG, ADMIN);
+}
+
+async function states(runtime: FakeRuntime, name = 'dev'): Promise<string[]> {
+  return (await runtime.listContainers([`${LABELS.cluster}=${name}`])).map((c) => c.state);
+}
+
+describe('sleep and wake against a fake runtime', () => {
+  let runtime: FakeRuntime;
+
+  beforeEach(async () => {
+    runtime = new FakeRuntime();
+    await cluster(runtime);
+    await cluster(runtime, 'other');
+    runtime.calls.length = 0;
+  });
+
+  it('pauses every container of the cluster, records it, and keeps the engine from restarting them', async () => {
+    await sleepCluster(runtime, 'dev', 'pause', quiet);
+    expect(await states(runtime)).toEqual(['paused', 'paused']);
+    expect(await states(runtime, 'other')).toEqual(['running', 'running']);
+    expect(runtime.restartPolicies.get('dev-worker')).toBe('no');
+    expect((await sleepRecord(runtime, 'dev'))?.mode).toBe('pause');
+    expect(runtime.calls.indexOf('createVolume dev-sleep')).toBeLessThan(
+      runtime.calls.indexOf('pauseContainer dev-worker'),
+    );
+  });
+
+  it('stops the workers before the control plane', async () => {
+    await sleepCluster(runtime, 'dev', 'stop', quiet);
+    expect(await states(runtime)).toEqual(['exited', 'exited']);
+    expect(runtime.calls.indexOf('stopContainer dev-worker')).toBeLessThan(
+      runtime.calls.indexOf('stopContainer dev-control-plane'),
+    );
+  });
+
+  it('refuses a second sleep, checkpoint without CRIU and a missing cluster before touching anything', async () => {
+    await sleepCluster(runtime, 'dev', 'pause', quiet);
+    runtime.calls.length = 0;
+    await expect(sleepCluster(runtime, 'dev', 'stop', quiet)).rejects.toThrow(/already asleep \(pause since/);
+    await expect(sleepCluster(runtime, 'other', 'checkpoint', quiet)).rejects.toThrow(/needs CRIU 4\.1/);
+    await expect(sleepCluster(runtime, 'gone', 'pause', quiet)).rejects.toThrow(
+      'cluster "gone" does not exist',
+    );
+    expect(runtime.calls.filter((c) => !c.startsWith('exec'))).toEqual([]);
+    expect(() => parseSleepMode('nap')).toThrow(
+      new VindError('unknown sleep mode "nap": use pause, stop, checkpoint'),
+    );
+  });
+
+  it('takes everything back when a pause fails half-way', async () => {
+    runtime.failWhen = (method, subject) =>
+      method === 'pauseContainer' && subject === 'dev-control-plane'
+        ? new Error('engine said no')
+        : undefined;
+    await expect(sleepCluster(runtime, 'dev', 'pause', quiet)).rejects.toThrow('engine said no');
+    expect(await states(runtime)).toEqual(['running', 'running']);
+    expect(runtime.restartPolicies.get('dev-worker')).toBe('unless-stopped');
+    expect(await sleepRecord(runtime, 'dev')).toBeUndefined();
+  });
+
+  it('wakes a paused cluster by thawing it, and a stopped one by starting the control plane first', async () => {
+    await sleepCluster(runtime, 'dev', 'pause', quiet);
+    expect(await wakeCluster(runtime, 'dev', quiet, { probes: ready })).toBe('pause');
+    expect(await states(runtime)).toEqual(['running', 'running']);
+    expect(await sleepRecord(runtime, 'dev')).toBeUndefined();
+    expect(runtime.restartPolicies.get('dev-control-plane')).toBe('unless-stopped');
+
+    await sleepCluster(runtime, 'dev', 'stop', quiet);
+    runtime.calls.length = 0;
+    expect(await wakeCluster(runtime, 'dev', quiet, { probes: ready })).toBe('stop');
+    expect(runtime.calls.filter((c) => c.startsWith('startContainer'))).toEqual([
+      'startContainer dev-control-plane',
+      'startContainer dev-worker',
+    ]);
+  });
+
+  it('wakes a paused cluster that an engine restart left stopped', async () => {
+    await sleepCluster(runtime, 'dev', 'pause', quiet);
+    for (const name of ['dev-control-plane', 'dev-worker']) await runtime.stopContainer(name);
+    expect(await wakeCluster(runtime, 'dev', quiet, { probes: ready })).toBe('pause');
+    expect(await states(runtime)).toEqual(['running', 'running']);
+  });
+
+  it('refuses to wake a running cluster, and says when the API does not come back', async () => {
+    await expect(wakeCluster(runtime, 'dev', quiet, { probes: ready })).rejects.toThrow(
+      'cluster "dev" is not asleep: it is running',
+    );
+    await sleepCluster(runtime, 'dev', 'stop', quiet);
+    await expect(
+      wakeCluster(runtime, 'dev', quiet, {
+        probes: { ...ready, apiReady: async () => false },
+        timeoutMs: 300,
+      }),
+    ).rejects.toThrow('timed out waiting for the API server');
+    expect(runtime.volumes.has(sleepRecordName('dev'))).toBe(true);
+  });
+});
