@@ -10,12 +10,7 @@
 // cluster comes back from one stopped, its memory gone with the engine). The image cache and other
 // clusters are not touched.
 
-import {
-  LABELS,
-  SLEEP_MODES,
-  sleepRecordName,
-  type SleepMode,
-} from '../shared/contract.js';
+import { LABELS, SLEEP_MODES, sleepRecordName, type SleepMode } from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
 import {
   apiReady,
