@@ -1,7 +1,7 @@
 // The fault suite: what vind leaves behind and how it recovers when things go wrong on purpose. Not
 // part of `npm test` (it takes minutes and restarts dockerd); it prints what it found.
 //
-//   node dist/bench/faults.js [--dockerd-pid PID] [--only kill,concurrent,dockerd,inputs]
+//   node dist/bench/faults.js [--dockerd-pid PID] [--only kill,concurrent,dockerd,inputs,asleep]
 //
 // 1. kill:       `vind create` killed with SIGKILL at 10 points spread over its steps, then
 //                `vind delete`: containers, networks and volumes left (target 0);
@@ -11,7 +11,9 @@
 //                yes). Needs the PID of a dockerd this machine's user started (scripts/dockerd.sh),
 //                or a systemd unit `docker`;
 // 4. inputs:     30 bad inputs from the README's commands and config file: one line, non-zero exit,
-//                nothing left.
+//                nothing left;
+// 5. asleep:     a paused and a stopped cluster across a dockerd restart: still asleep after it (the
+//                restart policy did not wake them), and `vind wake` brings both back Ready.
 
 import { chown, mkdtemp, readdir, rm, writeFile, appendFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -36,7 +38,7 @@ function option(name: string): string | undefined {
   return index >= 0 ? process.argv[index + 1] : undefined;
 }
 
-const only = new Set((option('--only') ?? 'kill,concurrent,dockerd,inputs').split(','));
+const only = new Set((option('--only') ?? 'kill,concurrent,dockerd,inputs,asleep').split(','));
 const scratch = await mkdtemp(join(tmpdir(), 'vind-faults-'));
 const kubeconfig = join(scratch, 'kubeconfig');
 const env = { KUBECONFIG: kubeconfig };
@@ -315,6 +317,50 @@ async function dockerdRestart(): Promise<void> {
   }
 }
 
+// ---- 5. sleeping clusters across a dockerd restart ----
+
+async function asleepAcrossRestart(): Promise<void> {
+  console.log('5. a paused and a stopped cluster across a dockerd restart');
+  let pid = option('--dockerd-pid');
+  if (
+    !pid &&
+    (await execa('systemctl', ['is-active', 'docker'], { reject: false })).stdout.trim() !== 'active'
+  ) {
+    console.log('  skipped: give --dockerd-pid PID of a dockerd you started, or run dockerd under systemd');
+    return;
+  }
+  const names = { pause: uniqueName('fault-paused'), stop: uniqueName('fault-stopped') };
+  try {
+    for (const [mode, name] of Object.entries(names)) {
+      const created = await runVind(['create', name, '--workers', '1'], env);
+      if (created.exitCode !== 0) throw new Error(created.stderr);
+      const slept = await runVind(['sleep', name, '--mode', mode], env);
+      if (slept.exitCode !== 0) throw new Error(slept.stderr);
+    }
+    const newPid = await restartDockerd(pid);
+    if (newPid) {
+      pid = newPid;
+      console.log(`  dockerd restarted (now pid ${newPid}: pass it as --dockerd-pid next time)`);
+    }
+    // Give the restart policies the time they would take to start anything.
+    await sleep(10_000);
+    for (const [mode, name] of Object.entries(names)) {
+      const containers = await docker().listContainers({
+        all: true,
+        filters: { label: [`${LABELS.cluster}=${name}`] },
+      });
+      const running = containers.filter((c) => c.State === 'running').length;
+      const started = performance.now();
+      const woke = await runVind(['wake', name], env);
+      console.log(
+        `  ${mode}: ${running === 0 ? 'still asleep' : `WOKEN by the restart (${running} running)`}; wake ${woke.exitCode === 0 ? `Ready in ${((performance.now() - started) / 1000).toFixed(1)}s` : `FAILED: ${woke.stderr.trim()}`}`,
+      );
+    }
+  } finally {
+    for (const name of Object.values(names)) await runVind(['delete', name], env);
+  }
+}
+
 // ---- 4. bad inputs ----
 
 const HEADER = 'apiVersion: vind.dev/v1alpha1\nkind: Cluster\n';
@@ -365,6 +411,9 @@ async function badInputs(): Promise<void> {
     ['a node image that is not built', ['create', 'bad', '--image', 'vind/node:v1.31.99']],
     ['kubeconfig of a cluster that does not exist', ['kubeconfig', 'nowhere']],
     ['image load into a cluster that does not exist', ['image', 'load', 'busybox', '--cluster', 'nowhere']],
+    ['sleep of a cluster that does not exist', ['sleep', 'nowhere']],
+    ['wake of a cluster that does not exist', ['wake', 'nowhere']],
+    ['an unknown sleep --mode', ['sleep', 'nowhere', '--mode', 'nap']],
   ];
   for (const [what, body] of BAD_CONFIGS) {
     const file = join(scratch, `${what.replaceAll(' ', '-')}.yaml`);
@@ -395,6 +444,7 @@ try {
   if (only.has('concurrent')) await concurrentCreates();
   if (only.has('dockerd')) await dockerdRestart();
   if (only.has('inputs')) await badInputs();
+  if (only.has('asleep')) await asleepAcrossRestart();
 } finally {
   await rm(scratch, { recursive: true, force: true });
 }
