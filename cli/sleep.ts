@@ -287,13 +287,17 @@ export async function wakeCluster(
   );
   // After a pause of more than 30 s each kubelet finds its last look at containerd too old and says
   // NotReady until its next one, at most 5 s later: nodes Ready again is when the wake has settled.
+  // A cluster without workers has no node to wait for, and nowhere to run CoreDNS (as `create`).
+  const hasWorkers = containers.some((c) => c.labels[LABELS.role] === 'worker');
   // A restored control plane remembers the nodes Ready as they were before the sleep: only a
   // kubelet's own post since then counts.
   const heartbeatSince = record?.mode === 'checkpoint' ? new Date(record.since) : undefined;
-  await reporter.step('wait for nodes Ready', () =>
-    waitFor('every node to be Ready', deadline, () => probes.allNodesReady(target, heartbeatSince)),
-  );
-  if (stopped.length > 0) {
+  if (hasWorkers) {
+    await reporter.step('wait for nodes Ready', () =>
+      waitFor('every node to be Ready', deadline, () => probes.allNodesReady(target, heartbeatSince)),
+    );
+  }
+  if (stopped.length > 0 && hasWorkers) {
     await reporter.step('wait for CoreDNS', () =>
       waitFor('CoreDNS', deadline, () => probes.coreDnsAvailable(target)),
     );

@@ -278,4 +278,16 @@ describe('sleep and wake against a fake runtime', () => {
       expect(() => parseCheckpointReport('{"daemons":1}')).toThrow('unexpected checkpoint report');
     });
   });
+
+  it('wakes a cluster without workers once the API answers: no node to wait for', async () => {
+    await runtime.removeContainer('dev-worker');
+    await sleepCluster(runtime, 'dev', 'stop', quiet);
+    const never = async () => false;
+    expect(
+      await wakeCluster(runtime, 'dev', quiet, {
+        probes: { ...ready, allNodesReady: never, coreDnsAvailable: never },
+        timeoutMs: 300,
+      }),
+    ).toBe('stop');
+  });
 });
