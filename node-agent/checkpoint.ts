@@ -59,8 +59,12 @@ export function socketInode(link: string): number {
   return Number(match[1]);
 }
 
-/** Options both directions share: a job of the agent's session, TCP connections closed, file locks. */
-const COMMON = ['--shell-job', '--tcp-close', '--file-locks'];
+/**
+ * Options both directions share: a job of the agent's session, TCP connections closed, file locks
+ * kept, and cgroups left alone: every daemon lives in the container's own cgroup, which a restore
+ * (criu runs there) gives them anyway, and a cgroup v2 host mounts the hierarchy read-only in a node.
+ */
+const COMMON = ['--shell-job', '--tcp-close', '--file-locks', '--manage-cgroups=ignore'];
 
 export function dumpArgs(daemon: DumpedDaemon, dir: string): string[] {
   return [
