@@ -1,6 +1,7 @@
 // Role `control-plane`: the datastore (kine over SQLite, or an external one), kube-apiserver,
 // kube-controller-manager and kube-scheduler as supervised processes. Not a Kubernetes node.
-// First start: PKI, bootstrap token and cluster-info. Every start: the same files are reused.
+// First start: PKI, bootstrap token and cluster-info. Every start: the same files are reused. After
+// a sleep in mode checkpoint the daemons are restored from their checkpoint instead of started.
 
 import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
