@@ -4,13 +4,25 @@
 //           and every pod goes on with the same containers and the same memory.
 //   stop    every container stopped: memory and CPU freed, everything kept on the volumes; wake starts
 //           them and waits until the API answers, every node is Ready and CoreDNS is available.
+//   checkpoint  as stop, but the control plane's daemons are first checkpointed with CRIU (the agent's
+//           `checkpoint` command, through `docker exec`) onto its volume; its next start restores them,
+//           so the API comes back with its memory instead of booting. Workers cannot be dumped (their
+//           pods live in nested PID namespaces): they are stopped and started as in stop. `criu check`
+//           in the control plane decides whether the mode is available, before anything is touched.
 //
 // A sleeping cluster has a record, an empty volume labelled with its mode and since when, and its
 // containers lose their restart policy: an engine restart or a reboot does not wake it (a paused
 // cluster comes back from one stopped, its memory gone with the engine). The image cache and other
 // clusters are not touched.
 
-import { LABELS, SLEEP_MODES, sleepRecordName, type SleepMode } from '../shared/contract.js';
+import {
+  CHECKPOINT,
+  type CheckpointReport,
+  LABELS,
+  SLEEP_MODES,
+  sleepRecordName,
+  type SleepMode,
+} from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
 import {
   apiReady,
@@ -28,15 +40,24 @@ import type { ContainerInfo, ContainerRuntime } from './runtime/runtime.js';
 /** What waking asks the cluster's API; the real one, or a stand-in in tests. */
 export interface WakeProbes {
   apiReady(target: KubeTarget): Promise<boolean>;
-  allNodesReady(target: KubeTarget): Promise<boolean>;
+  /**
+   * Every node Ready; with `heartbeatSince`, posted by its kubelet after that moment (a restored
+   * control plane still holds the Ready the kubelets posted before the sleep).
+   */
+  allNodesReady(target: KubeTarget, heartbeatSince?: Date): Promise<boolean>;
   coreDnsAvailable(target: KubeTarget): Promise<boolean>;
 }
 
 export const kubernetesWakeProbes: WakeProbes = {
   apiReady,
-  allNodesReady: async (target) => {
+  allNodesReady: async (target, heartbeatSince) => {
     const nodes = await listNodes(target);
-    return nodes.length > 0 && nodes.every(isNodeReady);
+    const fresh = (node: (typeof nodes)[number]) => {
+      if (!heartbeatSince) return true;
+      const ready = node.status?.conditions?.find((c) => c.type === 'Ready');
+      return Date.parse(ready?.lastHeartbeatTime ?? '') > heartbeatSince.getTime();
+    };
+    return nodes.length > 0 && nodes.every((n) => isNodeReady(n) && fresh(n));
   },
   coreDnsAvailable: (target) => deploymentAvailable(target, 'kube-system', 'coredns'),
 };
@@ -71,27 +92,29 @@ export async function sleepCluster(
       `cluster "${cluster}" is already asleep (${record.mode} since ${record.since}): wake it with \`vind wake ${cluster}\``,
     );
   }
-  if (mode === 'checkpoint') {
-    throw new VindError(
-      'sleep mode checkpoint needs CRIU 4.1 or later in the node image, which this image does not have: use --mode pause or --mode stop',
-    );
-  }
   const notRunning = containers.filter((c) => c.state !== 'running');
   if (notRunning.length > 0) {
     throw new VindError(
       `cluster "${cluster}" is not running (${notRunning.map((c) => `${c.name} ${c.state}`).join(', ')}): start it with \`vind wake ${cluster}\` or look with \`vind list\``,
     );
   }
+  if (mode === 'checkpoint') await checkpointAvailable(runtime, controlPlaneOf(containers));
   // The record first: a sleep cut short (the CLI killed) is undone by `wake`, which reads it.
   await runtime.createVolume(sleepRecordName(cluster), {
     [LABELS.cluster]: cluster,
     [LABELS.sleepMode]: mode,
     [LABELS.sleepSince]: new Date().toISOString(),
   });
+  const progress: SleepProgress = { checkpointed: false };
   try {
-    await putToSleep(runtime, cluster, containers, mode, reporter);
+    await putToSleep(runtime, cluster, containers, mode, reporter, progress);
   } catch (error) {
     // Half asleep is worse than awake: take back what was done, then say what failed.
+    if (progress.checkpointed) {
+      // Its daemons are dumped and stopped: a new start of the container restores them.
+      const controlPlane = controlPlaneOf(containers).name;
+      await runtime.stopContainer(controlPlane, 10).catch(() => undefined);
+    }
     await Promise.all(
       containers.map(async (c) => {
         await runtime.unpauseContainer(c.name).catch(() => undefined);
@@ -104,15 +127,87 @@ export async function sleepCluster(
   }
 }
 
+function controlPlaneOf(containers: ContainerInfo[]): ContainerInfo {
+  return containers.find((c) => c.labels[LABELS.role] === 'control-plane')!;
+}
+
+/** Whether CRIU works in the control plane; if not, one line naming what is missing. */
+async function checkpointAvailable(runtime: ContainerRuntime, controlPlane: ContainerInfo): Promise<void> {
+  const result = await runtime.exec(controlPlane.name, [...CHECKPOINT.checkCommand]);
+  if (result.exitCode === 0) return;
+  const output = `${result.stderr}\n${result.stdout}`;
+  if (
+    result.exitCode === 126 ||
+    result.exitCode === 127 ||
+    /executable file not found|no such file/i.test(output)
+  ) {
+    throw new VindError(
+      `sleep mode checkpoint needs CRIU in the node image, and the image of ${controlPlane.name} has none: build the image again with \`vind image build\` and create the cluster from it, or use --mode pause or --mode stop`,
+    );
+  }
+  const lines = output
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('Warn'));
+  throw new VindError(
+    `sleep mode checkpoint is not available here: \`criu check\` in ${controlPlane.name} says "${lines.at(-1) ?? `exit code ${result.exitCode}`}": use --mode pause or --mode stop`,
+  );
+}
+
+export function parseCheckpointReport(text: string): CheckpointReport {
+  const report = JSON.parse(text.trim().split('\n').at(-1) ?? '') as CheckpointReport;
+  if (!Array.isArray(report.daemons) || typeof report.bytes !== 'number' || typeof report.ms !== 'number') {
+    throw new Error(`unexpected checkpoint report: ${text.trim()}`);
+  }
+  return report;
+}
+
+/** What a sleep did so far, for taking it back. */
+interface SleepProgress {
+  /** The control plane's daemons are dumped and stopped. */
+  checkpointed: boolean;
+}
+
+async function checkpointControlPlane(
+  runtime: ContainerRuntime,
+  controlPlane: string,
+  reporter: Reporter,
+  progress: SleepProgress,
+): Promise<void> {
+  await reporter.step('checkpoint the control plane', async (note) => {
+    const result = await runtime.exec(controlPlane, [...CHECKPOINT.command]);
+    if (result.exitCode !== 0) {
+      const why = result.stderr.trim().split('\n').at(-1) || `exit code ${result.exitCode}`;
+      throw new VindError(`checkpointing ${controlPlane} failed: ${why}`);
+    }
+    progress.checkpointed = true;
+    const report = parseCheckpointReport(result.stdout);
+    note(
+      `${report.daemons.length} daemons, ${Math.round(report.bytes / 2 ** 20)} MiB, dumped in ${report.ms}ms`,
+    );
+  });
+}
+
 async function putToSleep(
   runtime: ContainerRuntime,
   cluster: string,
   containers: ContainerInfo[],
   mode: SleepMode,
   reporter: Reporter,
+  progress: SleepProgress,
 ): Promise<void> {
   await Promise.all(containers.map((c) => runtime.setRestartPolicy(c.name, 'no')));
-  if (mode === 'pause') {
+  if (mode === 'checkpoint') {
+    const controlPlane = controlPlaneOf(containers);
+    const others = containers.filter((c) => c !== controlPlane);
+    if (others.length > 0) {
+      await reporter.step(`stop ${others.length} containers`, () =>
+        Promise.all(others.map((c) => runtime.stopContainer(c.name, 10))),
+      );
+    }
+    await checkpointControlPlane(runtime, controlPlane.name, reporter, progress);
+    await reporter.step('stop the control plane', () => runtime.stopContainer(controlPlane.name, 10));
+  } else if (mode === 'pause') {
     await reporter.step(`pause ${containers.length} containers`, () =>
       Promise.all(containers.map((c) => runtime.pauseContainer(c.name))),
     );
@@ -162,6 +257,19 @@ export async function wakeCluster(
   if (!record && paused.length === 0 && stopped.length === 0) {
     throw new VindError(`cluster "${cluster}" is not asleep: it is running`);
   }
+  if (record?.mode === 'checkpoint') {
+    // A sleep cut short after the checkpoint leaves the control plane running without its daemons;
+    // a new start of the container restores them.
+    const controlPlane = controlPlaneOf(containers);
+    if (controlPlane.state === 'running') {
+      const target = targetFromKubeconfig(await clusterKubeconfig(runtime, cluster, false));
+      if (!(await probes.apiReady(target).catch(() => false))) {
+        await runtime.stopContainer(controlPlane.name, 10);
+        stopped.push(controlPlane);
+        stopped.sort((a, b) => Number(a === controlPlane) - Number(b === controlPlane));
+      }
+    }
+  }
   if (paused.length > 0) {
     await reporter.step(`unpause ${paused.length} containers`, () =>
       Promise.all(paused.map((c) => runtime.unpauseContainer(c.name))),
@@ -179,10 +287,17 @@ export async function wakeCluster(
   );
   // After a pause of more than 30 s each kubelet finds its last look at containerd too old and says
   // NotReady until its next one, at most 5 s later: nodes Ready again is when the wake has settled.
-  await reporter.step('wait for nodes Ready', () =>
-    waitFor('every node to be Ready', deadline, () => probes.allNodesReady(target)),
-  );
-  if (stopped.length > 0) {
+  // A cluster without workers has no node to wait for, and nowhere to run CoreDNS (as `create`).
+  const hasWorkers = containers.some((c) => c.labels[LABELS.role] === 'worker');
+  // A restored control plane remembers the nodes Ready as they were before the sleep: only a
+  // kubelet's own post since then counts.
+  const heartbeatSince = record?.mode === 'checkpoint' ? new Date(record.since) : undefined;
+  if (hasWorkers) {
+    await reporter.step('wait for nodes Ready', () =>
+      waitFor('every node to be Ready', deadline, () => probes.allNodesReady(target, heartbeatSince)),
+    );
+  }
+  if (stopped.length > 0 && hasWorkers) {
     await reporter.step('wait for CoreDNS', () =>
       waitFor('CoreDNS', deadline, () => probes.coreDnsAvailable(target)),
     );

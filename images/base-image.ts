@@ -8,8 +8,9 @@ import { VindError } from '../shared/errors.js';
 import type { BuildReporter, ImageEngine } from './engine.js';
 import type { BuildDirs } from './go-build.js';
 import { inputsHash, shortHash } from './inputs.js';
+import { CRIU_REMOVALS, criuWrapper, unpackCriu } from './criu.js';
 import { ROOTFS_REMOVALS } from './node-dockerfile.js';
-import { BASE_IMAGE_REPOSITORY, CNI_PLUGINS_KEPT, DEBIAN_PACKAGES, DEBIAN_SUITE } from './recipe.js';
+import { BASE_IMAGE_REPOSITORY, CNI_PLUGINS_KEPT, CRIU, DEBIAN_PACKAGES, DEBIAN_SUITE } from './recipe.js';
 import { requireCommand, StageFailure, stageRunner } from './stage-runner.js';
 
 export function baseImageReference(): string {
@@ -18,6 +19,7 @@ export function baseImageReference(): string {
     packages: DEBIAN_PACKAGES.join(','),
     removals: ROOTFS_REMOVALS.join(','),
     cni: CNI_PLUGINS_KEPT.join(','),
+    criu: `${JSON.stringify(CRIU)}\n${CRIU_REMOVALS.join(',')}\n${criuWrapper()}`,
   });
   return `${BASE_IMAGE_REPOSITORY}:${DEBIAN_SUITE}-${shortHash(hash)}`;
 }
@@ -34,9 +36,14 @@ export async function ensureBaseImage(
       throw new VindError('building the base root file system needs root (debootstrap): run it with sudo');
     }
     await requireCommand('debootstrap', 'install it with `sudo apt-get install debootstrap`');
+    // CRIU comes from another Debian suite, fetched with apt (a sources list of its own) and unpacked.
+    for (const command of ['apt-get', 'apt-cache', 'dpkg-deb']) {
+      await requireCommand(command, 'the base image is built on a Debian or Ubuntu host');
+    }
     const runner = await stageRunner(dirs.logDir, 'base');
     await mkdir(join(dirs.cacheDir, 'tmp'), { recursive: true });
     const root = await mkdtemp(join(dirs.cacheDir, 'tmp', 'rootfs-'));
+    const criuWork = await mkdtemp(join(dirs.cacheDir, 'tmp', 'criu-'));
     try {
       const mirror = process.env.VIND_DEBIAN_MIRROR ?? 'http://deb.debian.org/debian';
       await runner.run('debootstrap', [
@@ -50,6 +57,13 @@ export async function ensureBaseImage(
       // apt inside a node still works: it needs these folders to exist.
       await mkdir(join(root, 'var/lib/apt/lists/partial'), { recursive: true });
       await mkdir(join(root, 'var/cache/apt/archives/partial'), { recursive: true });
+      await unpackCriu(
+        runner,
+        root,
+        criuWork,
+        mirror,
+        join(root, 'usr/share/keyrings/debian-archive-keyring.gpg'),
+      );
       const cniDir = join(root, 'usr/lib/cni');
       for (const plugin of await readdir(cniDir)) {
         if (!CNI_PLUGINS_KEPT.includes(plugin)) await rm(join(cniDir, plugin), { force: true });
@@ -81,6 +95,7 @@ export async function ensureBaseImage(
         throw new StageFailure(`importing ${reference}: ${reason} (full log: ${runner.logFile})`);
       }
     } finally {
+      await rm(criuWork, { recursive: true, force: true });
       await rm(root, { recursive: true, force: true });
     }
   });

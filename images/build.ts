@@ -32,6 +32,8 @@ export interface ImageBuildOptions {
   kubernetesVersion?: string;
   /** Rebuild the node image even when its inputs did not change. */
   force?: boolean;
+  /** Tag the image with this reference instead of vind/node:<version>. */
+  tag?: string;
   engine: ImageEngine;
   reporter: BuildReporter;
   /** Where compiled binaries, build folders and logs are kept. */
@@ -57,7 +59,7 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
   const { reporter } = options;
   const version = parseVersionOption(options.kubernetesVersion);
   const { engine, dirs } = options;
-  const reference = nodeImage(version.tag);
+  const reference = options.tag ?? nodeImage(version.tag);
   await engine.ping();
   await requireCommand('go', 'install Go 1.24 or later (https://go.dev/doc/install) to build the node image');
 

@@ -106,6 +106,20 @@ export const DEBIAN_PACKAGES = [
   'wireguard-tools',
 ];
 
+/**
+ * CRIU, for sleep mode checkpoint (`images/criu.ts` puts it into the base). Bookworm's 3.17 fails on
+ * kernels 6.13 and later; 4.1 (trixie) cannot dump a TCP socket on kernels 6.16 and later (the kernel
+ * refuses SO_PASSCRED there); 4.2 can. Testing (forky) has it; a pinned version that leaves the suite
+ * stops the base build with a line saying so.
+ */
+export const CRIU = {
+  suite: 'forky',
+  version: '4.2.1-1',
+  /** The folder its packages are unpacked into, and the wrapper on the PATH that runs it from there. */
+  prefix: '/opt/criu',
+  wrapper: '/usr/local/sbin/criu',
+} as const;
+
 /** CNI plugins kept from Debian's containernetworking-plugins; the rest are removed to save space. */
 export const CNI_PLUGINS_KEPT = ['bridge', 'host-local', 'loopback', 'portmap'];
 

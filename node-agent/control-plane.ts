@@ -1,6 +1,7 @@
 // Role `control-plane`: the datastore (kine over SQLite, or an external one), kube-apiserver,
 // kube-controller-manager and kube-scheduler as supervised processes. Not a Kubernetes node.
-// First start: PKI, bootstrap token and cluster-info. Every start: the same files are reused.
+// First start: PKI, bootstrap token and cluster-info. Every start: the same files are reused. After
+// a sleep in mode checkpoint the daemons are restored from their checkpoint instead of started.
 
 import { randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -11,6 +12,7 @@ import { writeFileAtomic } from '../shared/atomic-write.js';
 import {
   ADMIN_KUBECONFIG,
   API_SERVER_PORT,
+  CHECKPOINT,
   clusterDnsAddress,
   type ControlPlaneSettings,
   COREDNS_IMAGE,
@@ -45,12 +47,13 @@ import {
 } from './manifests.js';
 import { signDetachedJws } from './join.js';
 import { caCertHash, ensurePki, type PkiPaths } from './pki.js';
+import { daemonsToCheckpoint, raisePidFloor, restoreDaemons, serveCheckpoints } from './checkpoint.js';
 import { LoadBalancerController } from './load-balancer/controller.js';
 import { log } from './log.js';
 import { keepPodRoutes } from './pod-routes.js';
 import { installSafetyNet } from './safety-net.js';
 import { ReasonedError, settingsOrStop, setStatus } from './status.js';
-import type { Supervisor } from './supervisor.js';
+import type { ServiceSpec, Supervisor } from './supervisor.js';
 
 const LOCAL_SERVER = `https://127.0.0.1:${API_SERVER_PORT}`;
 const ADMISSION_CONFIG = `${STATE_DIR}/admission.yaml`;
@@ -117,28 +120,31 @@ async function checkReachable(host: string, port: number): Promise<void> {
   });
 }
 
-/** Starts kine where the API server needs it, and returns the etcd endpoint for the API server. */
+/** The external datastore's URL, from the root-only file the CLI put in. */
 async function datastoreUrl(): Promise<string> {
   return (await readFile(DATASTORE_URL_FILE, 'utf8')).trim();
 }
 
-interface StartedDatastore {
+interface Datastore {
   /** The etcd endpoint for the API server. */
   etcd: string;
+  /** kine, unless the API server talks to an external etcd itself. */
+  kine?: ServiceSpec;
+  /** An external datastore's address, dialled before anything is started on it. */
+  external?: { host: string; port: number };
   /** Rejects with one line when the datastore refuses in a way that waiting cannot fix. */
   refused: Promise<never>;
 }
 
-async function startDatastore(
-  supervisor: Supervisor,
-  source: ControlPlaneSettings['datastore'],
-): Promise<StartedDatastore> {
+/** Where the API server's data lives, and kine's spec where it needs kine; nothing is started. */
+async function planDatastore(source: ControlPlaneSettings['datastore']): Promise<Datastore> {
   let refuse: (error: Error) => void = () => undefined;
   const refused = new Promise<never>((_, reject) => (refuse = reject));
   // Nobody waits on it once the start is over: a later refusal is for kine's log, not a crash.
   refused.catch(() => undefined);
   const args = ['--listen-address=127.0.0.1:2379', '--metrics-bind-address=127.0.0.1:2380'];
   let endpoint = `sqlite://${STATE_DIR}/kine/state.db?_journal=WAL&cache=shared&_busy_timeout=30000`;
+  let external: Datastore['external'];
   if (source === 'sqlite') {
     await mkdir(`${STATE_DIR}/kine`, { recursive: true });
   } else {
@@ -147,11 +153,13 @@ async function startDatastore(
     if (datastore.kind === 'sqlite') {
       throw new PermanentError(`${DATASTORE_URL_FILE} names no external datastore`);
     }
-    await checkReachable(datastore.host, datastore.port);
-    if (datastore.kind === 'etcd') return { etcd: datastore.url.replace(/^etcd:\/\//, 'http://'), refused };
+    external = { host: datastore.host, port: datastore.port };
+    if (datastore.kind === 'etcd') {
+      return { etcd: datastore.url.replace(/^etcd:\/\//, 'http://'), external, refused };
+    }
     endpoint = datastore.url;
   }
-  supervisor.start({
+  const kine: ServiceSpec = {
     name: 'kine',
     command: 'kine',
     args,
@@ -161,8 +169,8 @@ async function startDatastore(
       const reason = fatalDatastoreError(line);
       if (reason) refuse(new PermanentError(`the datastore refused kine: ${reason}`));
     },
-  });
-  return { etcd: 'http://127.0.0.1:2379', refused };
+  };
+  return { etcd: 'http://127.0.0.1:2379', kine, external, refused };
 }
 
 function apiServerArgs(settings: ControlPlaneSettings, pki: PkiPaths, etcd: string): string[] {
@@ -270,54 +278,9 @@ async function startLoadBalancerController(
   log(`load balancer: addresses ${first}-${last}${cache ? ', ports published on the host' : ''}`);
 }
 
-export async function runControlPlane(supervisor: Supervisor, signal: AbortSignal): Promise<void> {
-  const settings = settingsOrStop(() => decodeNodeEnv('control-plane', process.env)) as ControlPlaneSettings;
-  await setStatus('starting', 'control plane starting');
-  await installSafetyNet(settings);
-
-  const pki = await ensurePki(PKI_DIR, {
-    apiServerDnsNames: [
-      'localhost',
-      settings.nodeName,
-      'kubernetes',
-      'kubernetes.default',
-      'kubernetes.default.svc',
-      'kubernetes.default.svc.cluster.local',
-    ],
-    apiServerIps: ['127.0.0.1', settings.nodeIp, kubernetesServiceAddress(settings.serviceSubnet)],
-  });
-  const server = `https://${settings.nodeIp}:${API_SERVER_PORT}`;
-  await writeKubeconfigs(pki, server);
-  await writeFileAtomic(ADMISSION_CONFIG, admissionConfiguration(settings.podSecurity));
-  await ensureEncryptionConfiguration(ENCRYPTION_CONFIG);
-
-  const datastore = await startDatastore(supervisor, settings.datastore);
-  const etcd = datastore.etcd;
-  if (settings.datastore === 'external') {
-    // Before the API server reads anything there: is this space this cluster's?
-    const client = new EtcdClient(etcd);
-    try {
-      await Promise.race([
-        claimDatastoreSpace(client, {
-          id: await clusterId(CLUSTER_ID_FILE),
-          name: settings.clusterName,
-          space: datastoreSpace(settings.clusterName),
-          where: redactUrl(await datastoreUrl()),
-          reuse: settings.reuseDatastore,
-        }),
-        datastore.refused,
-      ]);
-    } finally {
-      client.close();
-    }
-  }
-  supervisor.start({
-    name: 'kube-apiserver',
-    command: 'kube-apiserver',
-    args: apiServerArgs(settings, pki, etcd),
-  });
+function controllerManagerSpec(settings: ControlPlaneSettings, pki: PkiPaths): ServiceSpec {
   const cm = `${STATE_DIR}/controller-manager.conf`;
-  supervisor.start({
+  return {
     name: 'kube-controller-manager',
     command: 'kube-controller-manager',
     args: [
@@ -339,11 +302,17 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
       '--controllers=*,bootstrapsigner,tokencleaner',
       // One control plane: no election to win, and no lease writes every few seconds.
       '--leader-elect=false',
+      // It watches this folder (inotify); on the node's volume rather than the image's overlay, where
+      // CRIU could not open the watch again from its file handle.
+      `--flex-volume-plugin-dir=${STATE_DIR}/flexvolume`,
       '--profiling=false',
     ],
-  });
+  };
+}
+
+function schedulerSpec(): ServiceSpec {
   const sc = `${STATE_DIR}/scheduler.conf`;
-  supervisor.start({
+  return {
     name: 'kube-scheduler',
     command: 'kube-scheduler',
     args: [
@@ -354,7 +323,77 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
       '--leader-elect=false',
       '--profiling=false',
     ],
+  };
+}
+
+/** A normal start: the datastore first (an external one dialled and claimed), then the rest at once. */
+async function startDaemons(
+  supervisor: Supervisor,
+  settings: ControlPlaneSettings,
+  datastore: Datastore,
+  daemons: ServiceSpec[],
+): Promise<void> {
+  // Out of the way of what a fresh container starts before it restores a checkpoint.
+  await raisePidFloor(CHECKPOINT.pidBase);
+  if (datastore.external) await checkReachable(datastore.external.host, datastore.external.port);
+  if (datastore.kine) supervisor.start(datastore.kine);
+  if (settings.datastore === 'external') {
+    // Before the API server reads anything there: is this space this cluster's?
+    const client = new EtcdClient(datastore.etcd);
+    try {
+      await Promise.race([
+        claimDatastoreSpace(client, {
+          id: await clusterId(CLUSTER_ID_FILE),
+          name: settings.clusterName,
+          space: datastoreSpace(settings.clusterName),
+          where: redactUrl(await datastoreUrl()),
+          reuse: settings.reuseDatastore,
+        }),
+        datastore.refused,
+      ]);
+    } finally {
+      client.close();
+    }
+  }
+  for (const spec of daemons) if (spec !== datastore.kine) supervisor.start(spec);
+}
+
+export async function runControlPlane(supervisor: Supervisor, signal: AbortSignal): Promise<void> {
+  const settings = settingsOrStop(() => decodeNodeEnv('control-plane', process.env)) as ControlPlaneSettings;
+  await setStatus('starting', 'control plane starting');
+  await installSafetyNet(settings);
+
+  const pki = await ensurePki(PKI_DIR, {
+    apiServerDnsNames: [
+      'localhost',
+      settings.nodeName,
+      'kubernetes',
+      'kubernetes.default',
+      'kubernetes.default.svc',
+      'kubernetes.default.svc.cluster.local',
+    ],
+    apiServerIps: ['127.0.0.1', settings.nodeIp, kubernetesServiceAddress(settings.serviceSubnet)],
   });
+  const server = `https://${settings.nodeIp}:${API_SERVER_PORT}`;
+  await writeKubeconfigs(pki, server);
+  await writeFileAtomic(ADMISSION_CONFIG, admissionConfiguration(settings.podSecurity));
+  await ensureEncryptionConfiguration(ENCRYPTION_CONFIG);
+
+  const datastore = await planDatastore(settings.datastore);
+  const daemons = [
+    ...(datastore.kine ? [datastore.kine] : []),
+    {
+      name: 'kube-apiserver',
+      command: 'kube-apiserver',
+      args: apiServerArgs(settings, pki, datastore.etcd),
+    },
+    controllerManagerSpec(settings, pki),
+    schedulerSpec(),
+  ];
+  // A checkpoint (sleep mode checkpoint) is restored before anything else starts here.
+  if (!(await restoreDaemons(supervisor, daemons))) {
+    await startDaemons(supervisor, settings, datastore, daemons);
+  }
 
   const target = {
     server: LOCAL_SERVER,
@@ -394,5 +433,6 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
   // The control plane is not a node: it routes to every node's pods.
   keepPodRoutes(target, undefined, signal);
   await startLoadBalancerController(target, settings, signal);
+  await serveCheckpoints(supervisor, daemonsToCheckpoint(daemons.map((d) => d.name)));
   await setStatus('ready', `control plane ready at ${server}`);
 }

@@ -2,8 +2,10 @@
 // The container command names the role: `control-plane`, `worker` or `image-cache`; the image cache
 // starts its registry as `image-cache-registry`, and a forwarder container per LoadBalancer address
 // as `host-port`. Progress and failures go to /run/vind/status for the CLI, and to stdout for
-// `docker logs`.
+// `docker logs`. `checkpoint`, run with `docker exec` in a control plane, asks its running agent to
+// checkpoint the daemons (sleep mode checkpoint) and prints the report.
 
+import { requestCheckpoint } from './checkpoint.js';
 import { runControlPlane } from './control-plane.js';
 import { runHostPort } from './host-port.js';
 import { imageCacheCommand, runImageCache, runImageCacheRegistry } from './image-cache/main.js';
@@ -25,6 +27,18 @@ async function main(): Promise<void> {
   if (role === 'image-cache' && process.argv[3]) {
     await imageCacheCommand(process.argv[3]).then(
       () => process.exit(0),
+      (error: Error) => {
+        process.stderr.write(`${error.message}\n`);
+        process.exit(1);
+      },
+    );
+  }
+  if (role === 'checkpoint') {
+    await requestCheckpoint().then(
+      (report) => {
+        process.stdout.write(`${JSON.stringify(report)}\n`);
+        process.exit(0);
+      },
       (error: Error) => {
         process.stderr.write(`${error.message}\n`);
         process.exit(1);

@@ -454,3 +454,31 @@ export interface LoadBalancerState {
 
 /** Listening address of every published port on the Docker host. */
 export const HOST_PORTS_LISTEN = '127.0.0.1';
+
+/**
+ * Sleep mode checkpoint. The CLI runs `checkCommand` in the control plane to learn whether the mode is
+ * available, then `command` there (`docker exec`), which asks the running agent over `socket` to dump
+ * the control plane's daemons with CRIU into `dir`, on the node's volume, and stop them; it prints a
+ * `CheckpointReport`. At its next start the control-plane role restores the daemons from `dir` and
+ * removes it, restored or not (a failed restore falls back to a normal start).
+ */
+export const CHECKPOINT = {
+  dir: `${STATE_DIR}/checkpoint`,
+  socket: '/run/vind/agent.sock',
+  checkCommand: ['criu', 'check'],
+  command: ['/usr/bin/node', AGENT_PATH, 'checkpoint'],
+  /**
+   * The control plane's daemons run with process ids from here up: a restore needs every id its
+   * processes and threads had, and a fresh container uses low ids before it restores.
+   */
+  pidBase: 10_000,
+} as const;
+
+/** What `CHECKPOINT.command` prints (one JSON line) when the daemons are checkpointed. */
+export interface CheckpointReport {
+  daemons: string[];
+  /** Bytes of the images on the node's volume. */
+  bytes: number;
+  /** How long the dumps took. */
+  ms: number;
+}

@@ -156,6 +156,8 @@ export function targetFromKubeconfig(text: string): KubeTarget {
 export interface NodeCondition {
   type: string;
   status: string;
+  /** When the kubelet last posted this condition (RFC 3339). */
+  lastHeartbeatTime?: string;
 }
 
 export interface KubeNode {

@@ -12,12 +12,17 @@ export function registerImageCommands(program: Command): void {
     .description('build the node image from Debian packages and Go modules (skipped when up to date)')
     .option('--kubernetes-version <version>', 'Kubernetes version to build, e.g. v1.36.3')
     .option('--force', 'rebuild even when the inputs did not change', false)
-    .action(async (options: { kubernetesVersion?: string; force: boolean }) => {
+    .option(
+      '--tag <reference>',
+      'tag the image with this reference (default: vind/node:<kubernetes version>)',
+    )
+    .action(async (options: { kubernetesVersion?: string; force: boolean; tag?: string }) => {
       const reporter = consoleReporter();
       const started = performance.now();
       const result = await buildNodeImage({
         kubernetesVersion: options.kubernetesVersion,
         force: options.force,
+        tag: options.tag,
         engine: dockerRuntime(),
         reporter,
         dirs: { cacheDir: cacheDir(), logDir: logDir() },

@@ -56,6 +56,10 @@ export class FakeRuntime implements ContainerRuntime {
   readonly calls: string[] = [];
   /** Makes a method fail: called with the method name and its first argument. */
   failWhen: (method: string, subject: string) => Error | undefined = () => undefined;
+  /** Answers a command run with `exec` in place of the default (success, the command echoed). */
+  execAnswer: (container: string, command: string[]) => ExecResult | undefined = () => undefined;
+  /** Commands run with `exec`, as `<container>: <command>`. */
+  readonly execs: string[] = [];
   /** Delays a method (ms), to make parallel work finish in a chosen order. */
   delayOf: (method: string, subject: string) => number = () => 0;
 
@@ -263,6 +267,9 @@ export class FakeRuntime implements ContainerRuntime {
 
   async exec(container: string, command: string[]): Promise<ExecResult> {
     await this.enter('exec', container);
+    this.execs.push(`${container}: ${command.join(' ')}`);
+    const answer = this.execAnswer(container, command);
+    if (answer) return answer;
     if (command[0] === 'printenv') {
       const prefix = `${command[1]}=`;
       const entry = this.containers.get(container)?.env.find((e) => e.startsWith(prefix));

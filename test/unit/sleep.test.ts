@@ -1,8 +1,14 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { sleepRecord } from '../../cli/clusters.js';
 import type { Reporter } from '../../cli/progress.js';
-import { parseSleepMode, sleepCluster, wakeCluster, type WakeProbes } from '../../cli/sleep.js';
-import { ADMIN_KUBECONFIG, LABELS, sleepRecordName } from '../../shared/contract.js';
+import {
+  parseCheckpointReport,
+  parseSleepMode,
+  sleepCluster,
+  wakeCluster,
+  type WakeProbes,
+} from '../../cli/sleep.js';
+import { ADMIN_KUBECONFIG, CHECKPOINT, LABELS, sleepRecordName } from '../../shared/contract.js';
 import { VindError } from '../../shared/errors.js';
 import { FakeRuntime } from '../support/fake-runtime.js';
 
@@ -89,7 +95,13 @@ describe('sleep and wake against a fake runtime', () => {
     await sleepCluster(runtime, 'dev', 'pause', quiet);
     runtime.calls.length = 0;
     await expect(sleepCluster(runtime, 'dev', 'stop', quiet)).rejects.toThrow(/already asleep \(pause since/);
-    await expect(sleepCluster(runtime, 'other', 'checkpoint', quiet)).rejects.toThrow(/needs CRIU 4\.1/);
+    runtime.execAnswer = (_container, command) =>
+      command[0] === 'criu'
+        ? { exitCode: 127, stdout: '', stderr: 'exec: "criu": executable file not found in $PATH' }
+        : undefined;
+    await expect(sleepCluster(runtime, 'other', 'checkpoint', quiet)).rejects.toThrow(
+      'sleep mode checkpoint needs CRIU in the node image, and the image of other-control-plane has none',
+    );
     await expect(sleepCluster(runtime, 'gone', 'pause', quiet)).rejects.toThrow(
       'cluster "gone" does not exist',
     );
@@ -145,5 +157,137 @@ describe('sleep and wake against a fake runtime', () => {
       }),
     ).rejects.toThrow('timed out waiting for the API server');
     expect(runtime.volumes.has(sleepRecordName('dev'))).toBe(true);
+  });
+
+  describe('mode checkpoint', () => {
+    const checkpointCommand = CHECKPOINT.command.join(' ');
+    const report = { daemons: ['kine', 'kube-apiserver'], bytes: 300 * 2 ** 20, ms: 400 };
+
+    beforeEach(() => {
+      runtime.execAnswer = (_container, command) =>
+        command.join(' ') === checkpointCommand
+          ? { exitCode: 0, stdout: `${JSON.stringify(report)}\n`, stderr: '' }
+          : undefined;
+    });
+
+    it('stops the workers, checkpoints the control plane through exec, then stops it', async () => {
+      await sleepCluster(runtime, 'dev', 'checkpoint', quiet);
+      expect(await states(runtime)).toEqual(['exited', 'exited']);
+      expect((await sleepRecord(runtime, 'dev'))?.mode).toBe('checkpoint');
+      expect(runtime.execs).toEqual([
+        `dev-control-plane: ${CHECKPOINT.checkCommand.join(' ')}`,
+        `dev-control-plane: ${checkpointCommand}`,
+      ]);
+      const at = (call: string) => runtime.calls.indexOf(call);
+      const checkpointAt = runtime.calls.lastIndexOf('exec dev-control-plane');
+      expect(at('stopContainer dev-worker')).toBeLessThan(checkpointAt);
+      expect(checkpointAt).toBeLessThan(at('stopContainer dev-control-plane'));
+    });
+
+    it('is refused before anything is touched when criu check fails, naming what it said', async () => {
+      runtime.execAnswer = (_container, command) =>
+        command[0] === 'criu'
+          ? {
+              exitCode: 1,
+              stdout: "Warn  (criu/kerndat.c:1290): Can't keep kdat cache on non-tempfs\n",
+              stderr: 'Error (criu/cr-check.c:1): CRIU needs CAP_CHECKPOINT_RESTORE\n',
+            }
+          : undefined;
+      await expect(sleepCluster(runtime, 'dev', 'checkpoint', quiet)).rejects.toThrow(
+        /criu check` in dev-control-plane says "Error \(criu\/cr-check.c:1\): CRIU needs CAP_CHECKPOINT_RESTORE"/,
+      );
+      expect(runtime.calls.filter((c) => !c.startsWith('exec') && !c.startsWith('list'))).toEqual([]);
+      expect(await sleepRecord(runtime, 'dev')).toBeUndefined();
+    });
+
+    it('takes everything back when the checkpoint fails: the agent restarted its daemons itself', async () => {
+      runtime.execAnswer = (_container, command) =>
+        command.join(' ') === checkpointCommand
+          ? { exitCode: 1, stdout: '', stderr: 'criu could not dump kine: Error (x): no\n' }
+          : undefined;
+      await expect(sleepCluster(runtime, 'dev', 'checkpoint', quiet)).rejects.toThrow(
+        'checkpointing dev-control-plane failed: criu could not dump kine: Error (x): no',
+      );
+      expect(await states(runtime)).toEqual(['running', 'running']);
+      expect(runtime.calls).not.toContain('stopContainer dev-control-plane');
+      expect(await sleepRecord(runtime, 'dev')).toBeUndefined();
+    });
+
+    it('restarts the control plane when it cannot be stopped after its checkpoint', async () => {
+      let refusals = 1;
+      runtime.failWhen = (method, subject) =>
+        method === 'stopContainer' && subject === 'dev-control-plane' && refusals-- > 0
+          ? new Error('engine said no')
+          : undefined;
+      await expect(sleepCluster(runtime, 'dev', 'checkpoint', quiet)).rejects.toThrow('engine said no');
+      // Stopped and started again: its next start restores the daemons it dumped.
+      expect(
+        runtime.calls.filter((c) => c.endsWith('Container dev-control-plane') && !c.startsWith('unpause')),
+      ).toEqual([
+        'stopContainer dev-control-plane',
+        'stopContainer dev-control-plane',
+        'startContainer dev-control-plane',
+      ]);
+      expect(await states(runtime)).toEqual(['running', 'running']);
+    });
+
+    it('wakes the control plane first and counts only nodes that posted since the sleep', async () => {
+      await sleepCluster(runtime, 'dev', 'checkpoint', quiet);
+      const since = (await sleepRecord(runtime, 'dev'))!.since;
+      const asked: (Date | undefined)[] = [];
+      runtime.calls.length = 0;
+      const mode = await wakeCluster(runtime, 'dev', quiet, {
+        probes: {
+          ...ready,
+          allNodesReady: async (_target, heartbeatSince) => {
+            asked.push(heartbeatSince);
+            return true;
+          },
+        },
+      });
+      expect(mode).toBe('checkpoint');
+      expect(runtime.calls.filter((c) => c.startsWith('startContainer'))).toEqual([
+        'startContainer dev-control-plane',
+        'startContainer dev-worker',
+      ]);
+      expect(asked.map((d) => d?.toISOString())).toEqual([new Date(since).toISOString()]);
+    });
+
+    it('restarts a control plane that a cut-short sleep left running without its daemons', async () => {
+      await sleepCluster(runtime, 'dev', 'checkpoint', quiet);
+      await runtime.startContainer('dev-control-plane');
+      runtime.calls.length = 0;
+      let apiUp = false;
+      await wakeCluster(runtime, 'dev', quiet, {
+        probes: {
+          ...ready,
+          apiReady: async () => {
+            const answer = apiUp;
+            apiUp = true;
+            return answer;
+          },
+        },
+      });
+      expect(
+        runtime.calls.filter((c) => c.endsWith('Container dev-control-plane') && !c.startsWith('unpause')),
+      ).toEqual(['stopContainer dev-control-plane', 'startContainer dev-control-plane']);
+    });
+
+    it('reads the report of the checkpoint command', () => {
+      expect(parseCheckpointReport(`${JSON.stringify(report)}\n`)).toEqual(report);
+      expect(() => parseCheckpointReport('{"daemons":1}')).toThrow('unexpected checkpoint report');
+    });
+  });
+
+  it('wakes a cluster without workers once the API answers: no node to wait for', async () => {
+    await runtime.removeContainer('dev-worker');
+    await sleepCluster(runtime, 'dev', 'stop', quiet);
+    const never = async () => false;
+    expect(
+      await wakeCluster(runtime, 'dev', quiet, {
+        probes: { ...ready, allNodesReady: never, coreDnsAvailable: never },
+        timeoutMs: 300,
+      }),
+    ).toBe('stop');
   });
 });
