@@ -17,6 +17,22 @@ const LOADER = `${LIBRARY_DIR}/ld-linux-x86-64.so.2`;
 /** What of the unpacked packages criu does not need at run time (documentation, iconv modules, tools). */
 export const CRIU_REMOVALS = ['usr/share', `${LIBRARY_DIR}/gconv`, 'usr/bin', 'usr/libexec', 'etc'];
 
+/** Whether a Debian version's upstream part is at least `minimum` (`4.2`): compared number by number. */
+export function atLeast(debianVersion: string, minimum: string): boolean {
+  const numbers = (text: string) =>
+    text
+      .replace(/^\d+:/, '')
+      .replace(/-[^-]+$/, '')
+      .split(/[.~+]/)
+      .map((part) => Number.parseInt(part, 10) || 0);
+  const have = numbers(debianVersion);
+  const want = numbers(minimum);
+  for (let i = 0; i < want.length; i++) {
+    if ((have[i] ?? 0) !== want[i]) return (have[i] ?? 0) > want[i]!;
+  }
+  return true;
+}
+
 /** The wrapper installed as `criu` on the PATH. */
 export function criuWrapper(): string {
   const prefix = CRIU.prefix;
@@ -86,13 +102,22 @@ export async function unpackCriu(
   await apt('apt-get', ['update']);
   const debs = join(workDir, 'debs');
   await mkdir(debs, { recursive: true });
-  // The pinned version first, alone: a version the suite no longer has is named as such.
-  const pinned = `criu=${CRIU.version}`;
+  // The pinned version first. A testing suite moves on: then its current criu, if it is still new
+  // enough, and a version that is not is named as such.
+  let pinned = `criu=${CRIU.version}`;
   const criu = await apt('apt-get', ['download', pinned], { cwd: debs, allowFailure: true });
   if (criu.failed) {
-    throw runner.fail(
-      `criu ${CRIU.version} is not in Debian ${CRIU.suite} (any more): set CRIU.version in images/recipe.ts to a version the suite has`,
-    );
+    const { stdout: shown } = await apt('apt-cache', ['show', '--no-all-versions', 'criu'], {
+      allowFailure: true,
+    });
+    const current = /^Version: (\S+)/m.exec(shown)?.[1];
+    if (!current || !atLeast(current, CRIU.minimum)) {
+      throw runner.fail(
+        `criu ${CRIU.version} is not in Debian ${CRIU.suite} (any more), nor a ${CRIU.minimum} or later: set CRIU in images/recipe.ts to a suite and version that has it`,
+      );
+    }
+    pinned = `criu=${current}`;
+    await apt('apt-get', ['download', pinned], { cwd: debs });
   }
   const { stdout } = await apt('apt-cache', [
     'depends',
@@ -136,7 +161,7 @@ export async function unpackCriu(
     join(prefix, 'usr/sbin/criu'),
     '--version',
   ]);
-  const upstream = CRIU.version.replace(/-[^-]+$/, '');
+  const upstream = pinned.slice('criu='.length).replace(/-[^-]+$/, '');
   if (!version.includes(`Version: ${upstream}`)) {
     throw runner.fail(`criu --version said "${version.trim()}", expected ${upstream}`);
   }

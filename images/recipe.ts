@@ -109,12 +109,14 @@ export const DEBIAN_PACKAGES = [
 /**
  * CRIU, for sleep mode checkpoint (`images/criu.ts` puts it into the base). Bookworm's 3.17 fails on
  * kernels 6.13 and later; 4.1 (trixie) cannot dump a TCP socket on kernels 6.16 and later (the kernel
- * refuses SO_PASSCRED there); 4.2 can. Testing (forky) has it; a pinned version that leaves the suite
- * stops the base build with a line saying so.
+ * refuses SO_PASSCRED there); 4.2 can. Testing (forky) has it; when the pinned version has left the
+ * suite, its current criu is taken if it is `minimum` or later, else the base build stops saying so.
  */
 export const CRIU = {
   suite: 'forky',
   version: '4.2.1-1',
+  /** Taken instead when the suite has moved past `version`: 4.2 is the first that dumps TCP here. */
+  minimum: '4.2',
   /** The folder its packages are unpacked into, and the wrapper on the PATH that runs it from there. */
   prefix: '/opt/criu',
   wrapper: '/usr/local/sbin/criu',

@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { aptConfig, criuWrapper, parseDependencyClosure } from '../../images/criu.js';
+import { aptConfig, atLeast, criuWrapper, parseDependencyClosure } from '../../images/criu.js';
 import { CRIU } from '../../images/recipe.js';
 import {
   criuFailure,
@@ -235,5 +235,15 @@ describe('CRIU in the image build', () => {
       '',
     ].join('\n');
     expect(parseDependencyClosure(output)).toEqual(['criu', 'libc6', 'libgcc-s1']);
+  });
+});
+
+describe('CRIU versions', () => {
+  it("takes a suite's newer criu only when it is the minimum or later", () => {
+    expect(atLeast('4.2.1-1', '4.2')).toBe(true);
+    expect(atLeast('4.3-1', '4.2')).toBe(true);
+    expect(atLeast('1:4.2-2', '4.2')).toBe(true);
+    expect(atLeast('4.1.1-1', '4.2')).toBe(false);
+    expect(atLeast('3.17.1-2', '4.2')).toBe(false);
   });
 });
