@@ -1,6 +1,7 @@
 // Sleep mode checkpoint on a real cluster (a control plane and a worker):
 // - sleep: the worker stopped, the control plane's daemons checkpointed with CRIU, every container
-//   stopped; wake: the same daemons come back (the same process ids, restored, not started anew),
+//   stopped; wake: the same daemons come back (the same process ids and API server identity,
+//   restored, not started anew),
 //   the objects are there, the API answers, the node is Ready, and the restored controller manager
 //   and scheduler act on a new Deployment (their watches came back);
 // - a checkpoint that cannot be restored falls back to a normal start, and the cluster still wakes.
@@ -23,6 +24,7 @@ import {
   runVind,
   TEST_IMAGE,
   uniqueName,
+  waitFor,
 } from './helpers.js';
 
 const cluster = uniqueName('e2e-checkpoint');
@@ -56,6 +58,37 @@ async function daemonPids(): Promise<Record<string, number>> {
     if (name && /^(kine|kube-(apiserver|controller-manager|scheduler))$/.test(name)) pids[name] = Number(pid);
   }
   return pids;
+}
+
+/**
+ * The identity the API server made for itself when its process started (the holder of its lease in
+ * kube-system), as renewed at or after `since`: a restored process keeps its identity, a new one makes
+ * another. (Process ids say less: a fresh container hands out the same ones again.)
+ */
+async function apiServerIdentity(since = 0): Promise<string> {
+  return waitFor(
+    'an API server lease renewed since the wake',
+    async () => {
+      const out = await kubectlOk([
+        'get',
+        'leases',
+        '-n',
+        'kube-system',
+        '-l',
+        'apiserver.kubernetes.io/identity=kube-apiserver',
+        '-o',
+        'json',
+      ]);
+      const leases = (
+        JSON.parse(out) as { items: { spec: { holderIdentity?: string; renewTime?: string } }[] }
+      ).items
+        .filter((l) => Date.parse(l.spec.renewTime ?? '') >= since)
+        .sort((a, b) => Date.parse(b.spec.renewTime ?? '') - Date.parse(a.spec.renewTime ?? ''));
+      return leases[0]?.spec.holderIdentity;
+    },
+    30_000,
+    500,
+  );
 }
 
 async function agentLog(): Promise<string> {
@@ -92,6 +125,7 @@ describe('sleep mode checkpoint', () => {
 
   it('checkpoints the control plane, stops everything, and wakes it restored with its objects', async () => {
     const before = await daemonPids();
+    const identity = await apiServerIdentity();
     expect(Object.keys(before).sort()).toEqual([
       'kine',
       'kube-apiserver',
@@ -111,6 +145,7 @@ describe('sleep mode checkpoint', () => {
     );
     expect(entry?.sleeping?.mode).toBe('checkpoint');
 
+    const wokeAt = Date.now() - 1000;
     const woke = await runVind(['wake', cluster]);
     expect(woke.exitCode, woke.stderr).toBe(0);
     expect(woke.stderr).toContain(`Cluster "${cluster}" is awake (from checkpoint)`);
@@ -121,8 +156,9 @@ describe('sleep mode checkpoint', () => {
         `${woke.stderr.match(/awake \(from checkpoint\) in (\S+)/)?.[1]} in all`,
     );
 
-    // The same processes, restored: a normal start would have given new ids.
+    // The same processes, restored: a normal start would make an identity of its own.
     expect(await daemonPids()).toEqual(before);
+    expect(await apiServerIdentity(wokeAt)).toBe(identity);
     const log = await agentLog();
     expect(log).toContain('restored the control plane from its checkpoint');
     expect(log).not.toContain('restoring the checkpoint failed');
@@ -139,6 +175,7 @@ describe('sleep mode checkpoint', () => {
 
   it('starts the control plane anew when its checkpoint cannot be restored', async () => {
     const before = await daemonPids();
+    const identity = await apiServerIdentity();
     const slept = await runVind(['sleep', cluster, '--mode', 'checkpoint']);
     expect(slept.exitCode, slept.stderr).toBe(0);
     // The API server's memory taken away: criu cannot restore it.
@@ -155,6 +192,7 @@ describe('sleep mode checkpoint', () => {
       await damage.remove({ force: true });
     }
 
+    const wokeAt = Date.now() - 1000;
     const woke = await runVind(['wake', cluster]);
     expect(woke.exitCode, woke.stderr).toBe(0);
     const log = await agentLog();
@@ -162,7 +200,7 @@ describe('sleep mode checkpoint', () => {
       /restoring the checkpoint failed, starting anew: criu could not restore kube-apiserver/,
     );
     const after = await daemonPids();
-    expect(after['kube-apiserver']).not.toBe(before['kube-apiserver']);
+    expect(await apiServerIdentity(wokeAt)).not.toBe(identity);
     expect(Object.keys(after).sort()).toEqual(Object.keys(before).sort());
     expect((await execInContainer(controlPlane, ['test', '-e', CHECKPOINT.dir])).exitCode).not.toBe(0);
     expect(
