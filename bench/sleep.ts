@@ -1,7 +1,7 @@
 // Sleep and wake, measured on one cluster of 1 control plane + 2 workers with a workload running
 // (a Deployment of two counting pods), made for the run and deleted at the end:
 //
-//   node dist/bench/sleep.js [--runs 3]     per mode: sleep time, wake time to the API answering
+//   node dist/bench/sleep.js [--runs 3]     per mode (pause, stop, checkpoint): sleep time, wake time to the API answering
 //                                           and to every node and pod Ready, and the cluster's
 //                                           memory and CPU awake-idle versus asleep
 //   node dist/bench/sleep.js --soak [--pauses 100] [--stops 20]
@@ -183,7 +183,7 @@ async function setUp(): Promise<void> {
 
 async function figures(): Promise<void> {
   console.log(`  awake, idle: ${await footprint()}`);
-  for (const mode of ['pause', 'stop'] as const) {
+  for (const mode of ['pause', 'stop', 'checkpoint'] as const) {
     for (let i = 0; i < runs; i++) {
       const slept = await vind(['sleep', cluster, '--mode', mode]);
       const asleep = await footprint();
