@@ -289,9 +289,11 @@ export async function wakeCluster(
   // NotReady until its next one, at most 5 s later: nodes Ready again is when the wake has settled.
   // A cluster without workers has no node to wait for, and nowhere to run CoreDNS (as `create`).
   const hasWorkers = containers.some((c) => c.labels[LABELS.role] === 'worker');
-  // A restored control plane remembers the nodes Ready as they were before the sleep: only a
-  // kubelet's own post since then counts.
-  const heartbeatSince = record?.mode === 'checkpoint' ? new Date(record.since) : undefined;
+  // A control plane that was stopped (restored, or booted on its datastore) shows the nodes Ready as
+  // they were before the sleep: only a kubelet's own post since then counts. After a pause the kubelets
+  // went on as they were, and post their status only when it changes.
+  const heartbeatSince =
+    stopped.length > 0 ? new Date(record?.since ? Date.parse(record.since) : Date.now() - 1000) : undefined;
   if (hasWorkers) {
     await reporter.step('wait for nodes Ready', () =>
       waitFor('every node to be Ready', deadline, () => probes.allNodesReady(target, heartbeatSince)),

@@ -138,6 +138,23 @@ describe('sleep and wake against a fake runtime', () => {
     ]);
   });
 
+  it('counts only nodes that posted since the sleep after a stop, and the nodes as they are after a pause', async () => {
+    const asked: (string | undefined)[] = [];
+    const probes: WakeProbes = {
+      ...ready,
+      allNodesReady: async (_target, heartbeatSince) => {
+        asked.push(heartbeatSince?.toISOString());
+        return true;
+      },
+    };
+    await sleepCluster(runtime, 'dev', 'stop', quiet);
+    const since = (await sleepRecord(runtime, 'dev'))!.since;
+    await wakeCluster(runtime, 'dev', quiet, { probes });
+    await sleepCluster(runtime, 'dev', 'pause', quiet);
+    await wakeCluster(runtime, 'dev', quiet, { probes });
+    expect(asked).toEqual([new Date(since).toISOString(), undefined]);
+  });
+
   it('wakes a paused cluster that an engine restart left stopped', async () => {
     await sleepCluster(runtime, 'dev', 'pause', quiet);
     for (const name of ['dev-control-plane', 'dev-worker']) await runtime.stopContainer(name);
