@@ -83,17 +83,33 @@ async function footprint(seconds = 5): Promise<string> {
   return `${after.memoryMiB.toFixed(0)} MiB, ${(cores * 100).toFixed(1)}% of a core`;
 }
 
-async function allReady(): Promise<boolean> {
+interface PodStatus {
+  status: {
+    conditions?: { type: string; status: string }[];
+    containerStatuses?: { state?: { running?: { startedAt?: string } } }[];
+  };
+}
+
+/**
+ * Every node and pod Ready. With `since` (a wake from stop or checkpoint, whose API may still show the
+ * status from before the sleep), only what the kubelets posted since then counts: a node's heartbeat,
+ * a pod's containers started anew.
+ */
+async function allReady(since?: number): Promise<boolean> {
   const nodes = await kubeGet<{ items: KubeNode[] }>(target, '/api/v1/nodes', 2000);
-  const pods = await kubeGet<{ items: { status: { conditions?: { type: string; status: string }[] } }[] }>(
-    target,
-    '/api/v1/namespaces/default/pods',
-    2000,
-  );
+  const pods = await kubeGet<{ items: PodStatus[] }>(target, '/api/v1/namespaces/default/pods', 2000);
+  const fresh = (time: string | undefined) => since === undefined || Date.parse(time ?? '') > since;
   return (
-    nodes.items.every(isNodeReady) &&
+    nodes.items.every(
+      (n) =>
+        isNodeReady(n) && fresh(n.status?.conditions?.find((c) => c.type === 'Ready')?.lastHeartbeatTime),
+    ) &&
     pods.items.length > 0 &&
-    pods.items.every((p) => p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+    pods.items.every(
+      (p) =>
+        p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') &&
+        (p.status.containerStatuses ?? []).every((c) => fresh(c.state?.running?.startedAt)),
+    )
   );
 }
 
@@ -104,7 +120,7 @@ interface Wake {
 }
 
 /** Wakes the cluster: when the API first answers, when the command returns, when all is Ready. */
-async function wake(): Promise<Wake> {
+async function wake(since?: number): Promise<Wake> {
   const started = performance.now();
   let api = 0;
   const watching = (async () => {
@@ -114,7 +130,7 @@ async function wake(): Promise<Wake> {
   const command = await vind(['wake', cluster]);
   await watching;
   for (;;) {
-    if (await allReady().catch(() => false)) break;
+    if (await allReady(since).catch(() => false)) break;
     if (performance.now() - started > 120_000) throw new Error('the cluster did not settle in 120 s');
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
@@ -185,9 +201,10 @@ async function figures(): Promise<void> {
   console.log(`  awake, idle: ${await footprint()}`);
   for (const mode of ['pause', 'stop', 'checkpoint'] as const) {
     for (let i = 0; i < runs; i++) {
+      const sleptAt = Date.now();
       const slept = await vind(['sleep', cluster, '--mode', mode]);
       const asleep = await footprint();
-      const woke = await wake();
+      const woke = await wake(mode === 'pause' ? undefined : sleptAt);
       console.log(
         `  ${mode} run ${i + 1}: sleep ${formatDuration(slept)}; asleep ${asleep}; wake: API answering after ${formatDuration(woke.api)}, command ${formatDuration(woke.command)}, every node and pod Ready after ${formatDuration(woke.settled)}`,
       );
@@ -206,8 +223,9 @@ async function soakRuns(): Promise<void> {
     const settled: number[] = [];
     for (let i = 0; i < count; i++) {
       try {
+        const sleptAt = Date.now();
         await vind(['sleep', cluster, '--mode', mode]);
-        const woke = await wake();
+        const woke = await wake(mode === 'pause' ? undefined : sleptAt);
         api.push(woke.api);
         settled.push(woke.settled);
       } catch (error) {

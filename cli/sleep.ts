@@ -28,6 +28,7 @@ import {
   apiReady,
   deploymentAvailable,
   isNodeReady,
+  kubeGet,
   type KubeTarget,
   listNodes,
   targetFromKubeconfig,
@@ -45,7 +46,8 @@ export interface WakeProbes {
    * control plane still holds the Ready the kubelets posted before the sleep).
    */
   allNodesReady(target: KubeTarget, heartbeatSince?: Date): Promise<boolean>;
-  coreDnsAvailable(target: KubeTarget): Promise<boolean>;
+  /** CoreDNS available; with `readySince`, a pod of it Ready with containers started after that moment. */
+  coreDnsAvailable(target: KubeTarget, readySince?: Date): Promise<boolean>;
 }
 
 export const kubernetesWakeProbes: WakeProbes = {
@@ -59,7 +61,27 @@ export const kubernetesWakeProbes: WakeProbes = {
     };
     return nodes.length > 0 && nodes.every((n) => isNodeReady(n) && fresh(n));
   },
-  coreDnsAvailable: (target) => deploymentAvailable(target, 'kube-system', 'coredns'),
+  coreDnsAvailable: async (target, readySince) => {
+    if (!readySince) return deploymentAvailable(target, 'kube-system', 'coredns');
+    // The Deployment's status may still be the one from before the sleep: a pod Ready with containers
+    // started since then is not.
+    const pods = await kubeGet<{
+      items: {
+        status?: {
+          conditions?: { type: string; status: string }[];
+          containerStatuses?: { state?: { running?: { startedAt?: string } } }[];
+        };
+      }[];
+    }>(target, '/api/v1/namespaces/kube-system/pods?labelSelector=k8s-app%3Dkube-dns');
+    return pods.items.some(
+      (pod) =>
+        pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') &&
+        (pod.status.containerStatuses ?? []).length > 0 &&
+        pod.status.containerStatuses!.every(
+          (c) => Date.parse(c.state?.running?.startedAt ?? '') > readySince.getTime(),
+        ),
+    );
+  },
 };
 
 export function parseSleepMode(text: string): SleepMode {
@@ -301,7 +323,7 @@ export async function wakeCluster(
   }
   if (stopped.length > 0 && hasWorkers) {
     await reporter.step('wait for CoreDNS', () =>
-      waitFor('CoreDNS', deadline, () => probes.coreDnsAvailable(target)),
+      waitFor('CoreDNS', deadline, () => probes.coreDnsAvailable(target, heartbeatSince)),
     );
   }
   await Promise.all(containers.map((c) => runtime.setRestartPolicy(c.name, 'unless-stopped')));

@@ -138,12 +138,16 @@ describe('sleep and wake against a fake runtime', () => {
     ]);
   });
 
-  it('counts only nodes that posted since the sleep after a stop, and the nodes as they are after a pause', async () => {
+  it('counts only nodes and CoreDNS that came back since the sleep after a stop, and as they are after a pause', async () => {
     const asked: (string | undefined)[] = [];
     const probes: WakeProbes = {
       ...ready,
       allNodesReady: async (_target, heartbeatSince) => {
         asked.push(heartbeatSince?.toISOString());
+        return true;
+      },
+      coreDnsAvailable: async (_target, readySince) => {
+        asked.push(`coredns ${readySince?.toISOString()}`);
         return true;
       },
     };
@@ -152,7 +156,11 @@ describe('sleep and wake against a fake runtime', () => {
     await wakeCluster(runtime, 'dev', quiet, { probes });
     await sleepCluster(runtime, 'dev', 'pause', quiet);
     await wakeCluster(runtime, 'dev', quiet, { probes });
-    expect(asked).toEqual([new Date(since).toISOString(), undefined]);
+    expect(asked).toEqual([
+      new Date(since).toISOString(),
+      `coredns ${new Date(since).toISOString()}`,
+      undefined,
+    ]);
   });
 
   it('wakes a paused cluster that an engine restart left stopped', async () => {
