@@ -6,6 +6,7 @@
 import { execa } from 'execa';
 import { internalIp, type KubeNode, type KubeTarget, watchCollection } from '../shared/kubernetes.js';
 import { log } from './log.js';
+import { reconciler } from './reconciler.js';
 
 /** podCIDR -> node address for every node but `self` that has both. */
 export function wantedPodRoutes(nodes: KubeNode[], self?: string): Map<string, string> {
@@ -28,53 +29,30 @@ export function wantedPodRoutes(nodes: KubeNode[], self?: string): Map<string, s
 export function keepPodRoutes(target: KubeTarget, self: string | undefined, signal: AbortSignal): void {
   const installed = new Map<string, string>();
   let desired = new Map<string, string>();
-  let dirty = false;
-  let running = false;
-  let retry: NodeJS.Timeout | undefined;
-
-  const reconcile = async () => {
-    for (const [cidr, via] of desired) {
-      if (installed.get(cidr) === via) continue;
-      await execa('ip', ['route', 'replace', cidr, 'via', via]);
-      installed.set(cidr, via);
-      log(`route ${cidr} via ${via}`);
-    }
-    for (const cidr of [...installed.keys()]) {
-      if (desired.has(cidr)) continue;
-      await execa('ip', ['route', 'del', cidr], { reject: false });
-      installed.delete(cidr);
-      log(`route ${cidr} removed`);
-    }
-  };
-
-  const apply = async () => {
-    if (running) return;
-    running = true;
-    try {
-      while (dirty && !signal.aborted) {
-        dirty = false;
-        await reconcile();
+  const kick = reconciler(
+    async () => {
+      for (const [cidr, via] of desired) {
+        if (installed.get(cidr) === via) continue;
+        await execa('ip', ['route', 'replace', cidr, 'via', via]);
+        installed.set(cidr, via);
+        log(`route ${cidr} via ${via}`);
       }
-    } catch (error) {
-      log(`routes: ${(error as Error).message.split('\n')[0]}`);
-      clearTimeout(retry);
-      retry = setTimeout(() => {
-        dirty = true;
-        void apply();
-      }, 2000);
-    } finally {
-      running = false;
-    }
-  };
+      for (const cidr of [...installed.keys()]) {
+        if (desired.has(cidr)) continue;
+        await execa('ip', ['route', 'del', cidr], { reject: false });
+        installed.delete(cidr);
+        log(`route ${cidr} removed`);
+      }
+    },
+    { logPrefix: 'routes', retryMs: 2000, signal },
+  );
 
-  signal.addEventListener('abort', () => clearTimeout(retry));
   watchCollection<KubeNode>(
     target,
     '/api/v1/nodes',
     (nodes) => {
       desired = wantedPodRoutes(nodes, self);
-      dirty = true;
-      void apply();
+      kick();
     },
     (error) => log(`watching nodes: ${error.message.split('\n')[0]}`),
     signal,

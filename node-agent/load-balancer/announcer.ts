@@ -7,6 +7,7 @@ import { execa } from 'execa';
 import { LOAD_BALANCER } from '../../shared/contract.js';
 import { type KubeTarget, watchCollection } from '../../shared/kubernetes.js';
 import { log } from '../log.js';
+import { reconciler } from '../reconciler.js';
 
 const INTERFACE = 'eth0';
 
@@ -44,52 +45,29 @@ async function take(address: string): Promise<void> {
 
 export function announceLoadBalancers(target: KubeTarget, node: string, signal: AbortSignal): void {
   let wanted = new Set<string>();
-  let dirty = false;
-  let running = false;
-  let retry: NodeJS.Timeout | undefined;
-
-  const reconcile = async () => {
-    const have = await announced();
-    for (const address of wanted) {
-      if (have.has(address)) continue;
-      await take(address);
-      log(`load balancer: announcing ${address}`);
-    }
-    for (const address of have) {
-      if (wanted.has(address)) continue;
-      await execa('ip', ['addr', 'del', `${address}/32`, 'dev', INTERFACE], { reject: false });
-      log(`load balancer: no longer announcing ${address}`);
-    }
-  };
-  const apply = async () => {
-    if (running) return;
-    running = true;
-    try {
-      while (dirty && !signal.aborted) {
-        dirty = false;
-        await reconcile();
+  const kick = reconciler(
+    async () => {
+      const have = await announced();
+      for (const address of wanted) {
+        if (have.has(address)) continue;
+        await take(address);
+        log(`load balancer: announcing ${address}`);
       }
-    } catch (error) {
-      log(`load balancer: ${(error as Error).message.split('\n')[0]}`);
-      clearTimeout(retry);
-      retry = setTimeout(() => {
-        dirty = true;
-        void apply();
-      }, 1000);
-    } finally {
-      running = false;
-    }
-  };
-
-  signal.addEventListener('abort', () => clearTimeout(retry));
+      for (const address of have) {
+        if (wanted.has(address)) continue;
+        await execa('ip', ['addr', 'del', `${address}/32`, 'dev', INTERFACE], { reject: false });
+        log(`load balancer: no longer announcing ${address}`);
+      }
+    },
+    { logPrefix: 'load balancer', retryMs: 1000, signal },
+  );
   const { namespace, name } = LOAD_BALANCER.announcements;
   watchCollection<AnnouncementsMap>(
     target,
     `/api/v1/namespaces/${namespace}/configmaps?fieldSelector=metadata.name%3D${name}`,
     (maps) => {
       wanted = addressesOf(maps[0]?.data, node);
-      dirty = true;
-      void apply();
+      kick();
     },
     (error) => log(`load balancer: watching announcements: ${error.message.split('\n')[0]}`),
     signal,

@@ -32,6 +32,7 @@ import {
   watchCollection,
 } from '../../shared/kubernetes.js';
 import { log } from '../log.js';
+import { reconciler } from '../reconciler.js';
 import {
   allocate,
   type AddressDemand,
@@ -241,16 +242,17 @@ export class LoadBalancerController {
   private publishAgainAt = 0;
   /** When each address not announced yet was first wanted. */
   private readonly firstSeen = new Map<string, number>();
-  private dirty = false;
-  private running = false;
-  private retry: NodeJS.Timeout | undefined;
+  /** Asks for a reconcile pass: one at a time, failures tried again a second later. */
+  private readonly kick: () => void;
   private stateText = '';
 
   constructor(
     private readonly target: KubeTarget,
     private readonly settings: ControllerSettings,
     private readonly signal: AbortSignal,
-  ) {}
+  ) {
+    this.kick = reconciler(() => this.reconcile(), { logPrefix: 'load balancer', retryMs: 1000, signal });
+  }
 
   start(): void {
     const onError = (what: string) => (error: Error) =>
@@ -289,7 +291,6 @@ export class LoadBalancerController {
       this.signal,
     );
     void this.probeLoop();
-    this.signal.addEventListener('abort', () => clearTimeout(this.retry));
   }
 
   private async probeLoop(): Promise<void> {
@@ -319,29 +320,8 @@ export class LoadBalancerController {
     }
   }
 
-  private kick(): void {
-    this.dirty = true;
-    void this.run();
-  }
-
-  private async run(): Promise<void> {
-    if (this.running || !this.servicesSeen || !this.nodesSeen || !this.slicesSeen) return;
-    this.running = true;
-    try {
-      while (this.dirty && !this.signal.aborted) {
-        this.dirty = false;
-        await this.reconcile();
-      }
-    } catch (error) {
-      log(`load balancer: ${(error as Error).message.split('\n')[0]}`);
-      clearTimeout(this.retry);
-      this.retry = setTimeout(() => this.kick(), 1000);
-    } finally {
-      this.running = false;
-    }
-  }
-
   private async reconcile(): Promise<void> {
+    if (!this.servicesSeen || !this.nodesSeen || !this.slicesSeen) return;
     const served = this.services.filter(isServed);
     const allocations = allocate(served.map(balancedService), this.settings.range);
 
