@@ -27,7 +27,7 @@ import { credentialsFromKubeconfig, renderKubeconfig } from '../shared/kubeconfi
 import { detachImageCache, removeCacheToken } from './image-cache.js';
 import { kubeconfigPath, removeFromKubeconfigFile } from './kubeconfig.js';
 import type { Reporter } from './progress.js';
-import type { ContainerInfo, ContainerRuntime, ContainerState } from './runtime/runtime.js';
+import type { ContainerInfo, ContainerRuntime, ContainerState, VolumeInfo } from './runtime/runtime.js';
 
 /** Names of every cluster that has a container, volume or network on this engine. */
 export async function clusterNames(runtime: ContainerRuntime): Promise<string[]> {
@@ -109,7 +109,15 @@ export async function sleepRecord(
   cluster: string,
 ): Promise<SleepRecord | undefined> {
   const [volume] = await runtime.listVolumes([`${LABELS.cluster}=${cluster}`, LABELS.sleepMode]);
-  if (!volume) return undefined;
+  return volume && recordOf(volume);
+}
+
+function recordIn(records: VolumeInfo[], cluster: string): SleepRecord | undefined {
+  const volume = records.find((v) => v.labels[LABELS.cluster] === cluster);
+  return volume && recordOf(volume);
+}
+
+function recordOf(volume: VolumeInfo): SleepRecord {
   return {
     mode: volume.labels[LABELS.sleepMode] as SleepMode,
     since: volume.labels[LABELS.sleepSince] ?? '',
@@ -172,6 +180,8 @@ export function summarizeState(states: ContainerState[], failing = false): strin
 
 export async function listClusters(runtime: ContainerRuntime): Promise<ClusterSummary[]> {
   const containers = await runtime.listContainers([LABELS.cluster]);
+  // Every sleeping cluster's record at once, rather than one look per cluster.
+  const records = await runtime.listVolumes([LABELS.cluster, LABELS.sleepMode]);
   const summaries: ClusterSummary[] = [];
   for (const name of await clusterNames(runtime)) {
     // Nodes only: a cluster's host-port forwarders carry its label too.
@@ -197,7 +207,7 @@ export async function listClusters(runtime: ContainerRuntime): Promise<ClusterSu
       certificatesExpire:
         controlPlane?.state === 'running' ? await certificatesExpire(runtime, controlPlane.name) : undefined,
       problems,
-      sleeping: await sleepRecord(runtime, name),
+      sleeping: recordIn(records, name),
       loadBalancers: balancers?.addresses,
       hostPorts: balancers?.hostPorts.map(
         (p) => `${p.address}:${p.port}/${p.protocol} -> ${HOST_PORTS_LISTEN}:${p.hostPort}`,
