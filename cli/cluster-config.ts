@@ -15,6 +15,7 @@ import {
   type PodSecurityLevel,
 } from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
+import { parseSleepAfter } from './duration.js';
 import { formatCidr, ipToInt, overlaps, parseCidr, type Cidr } from '../shared/subnets.js';
 
 export const CONFIG_API_VERSION = 'vind.dev/v1alpha1';
@@ -43,6 +44,8 @@ export interface ClusterConfig {
   /** Take over the space an earlier cluster of this name left in the external datastore. */
   reuseDatastore: boolean;
   loadBalancer: LoadBalancerSpec;
+  /** Pause the cluster after this long without a client at its API port; 0: never. */
+  sleepAfterMs: number;
 }
 
 export const HOST_PORT_MODES = ['auto', 'always', 'never'] as const;
@@ -66,6 +69,7 @@ export interface CreateFlags {
   datastore?: string;
   podSecurity?: string;
   reuseDatastore?: boolean;
+  sleepAfter?: string;
 }
 
 export class ConfigError extends VindError {
@@ -76,6 +80,22 @@ export class ConfigError extends VindError {
 }
 
 // ---- single values, shared by flags and the file ----
+
+function sleepAfterValue(text: string): number {
+  try {
+    return parseSleepAfter(text);
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+}
+
+function sleepAfterFlag(text: string): number {
+  try {
+    return parseSleepAfter(text);
+  } catch (error) {
+    throw new ConfigError(`invalid --sleep-after: ${(error as Error).message}`);
+  }
+}
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
@@ -403,6 +423,7 @@ const fileSchema = strictObject({
   controlPlane: controlPlaneSchema.nullish(),
   podSecurity: checked(validatePodSecurity).nullish(),
   imageCache: strictObject({ limit: checked(validateCacheLimit).nullish() }).nullish(),
+  sleepAfter: checked(sleepAfterValue).nullish(),
   loadBalancer: strictObject({
     range: checked(parseLoadBalancerRange).nullish(),
     hostPorts: z.enum(HOST_PORT_MODES, { error: `use ${HOST_PORT_MODES.join(', ')}` }).nullish(),
@@ -420,6 +441,7 @@ const fileSchema = strictObject({
   controlPlane: file.controlPlane ?? emptyControlPlane(),
   podSecurity: file.podSecurity ?? undefined,
   imageCacheLimit: file.imageCache?.limit ?? undefined,
+  sleepAfterMs: file.sleepAfter ?? undefined,
   loadBalancer: {
     range: file.loadBalancer?.range ?? { ...LOAD_BALANCER_HOSTS },
     hostPorts: file.loadBalancer?.hostPorts ?? 'auto',
@@ -605,6 +627,8 @@ export function resolveClusterConfig(options: {
     imageCacheLimit: file.imageCacheLimit,
     reuseDatastore: flags.reuseDatastore ?? false,
     loadBalancer: file.loadBalancer ?? { range: { ...LOAD_BALANCER_HOSTS }, hostPorts: 'auto' },
+    sleepAfterMs:
+      flags.sleepAfter !== undefined ? sleepAfterFlag(flags.sleepAfter) : (file.sleepAfterMs ?? 0),
   };
 
   if (overlaps(parseCidr(config.podSubnet), parseCidr(config.serviceSubnet))) {

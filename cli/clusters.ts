@@ -91,6 +91,8 @@ export interface ClusterSummary {
   problems: string[];
   /** Set while the cluster sleeps (`vind sleep`). */
   sleeping?: SleepRecord;
+  /** The front door's auto-sleep idle time (`30m`), when it has one. */
+  sleepAfter?: string;
   /** LoadBalancer addresses in use, when the control plane runs. */
   loadBalancers?: number;
   /** LoadBalancer ports published on the Docker host: `172.30.0.128:80/TCP -> 127.0.0.1:49153`. */
@@ -208,6 +210,9 @@ export async function listClusters(runtime: ContainerRuntime): Promise<ClusterSu
         controlPlane?.state === 'running' ? await certificatesExpire(runtime, controlPlane.name) : undefined,
       problems,
       sleeping: recordIn(records, name),
+      sleepAfter: containers.find(
+        (c) => c.labels[LABELS.cluster] === name && c.labels[LABELS.role] === 'front-door',
+      )?.labels[LABELS.sleepAfter],
       loadBalancers: balancers?.addresses,
       hostPorts: balancers?.hostPorts.map(
         (p) => `${p.address}:${p.port}/${p.protocol} -> ${HOST_PORTS_LISTEN}:${p.hostPort}`,

@@ -10,17 +10,24 @@
 //           pods live in nested PID namespaces): they are stopped and started as in stop. `criu check`
 //           in the control plane decides whether the mode is available, before anything is touched.
 //
-// A sleeping cluster has a record, an empty volume labelled with its mode and since when, and its
-// containers lose their restart policy: an engine restart or a reboot does not wake it (a paused
-// cluster comes back from one stopped, its memory gone with the engine). The image cache and other
-// clusters are not touched.
+// The container work is shared/sleep.ts, which the image cache's broker runs too for the front door
+// (wake on demand, auto-sleep; `setSleepAfter` changes the idle time). A sleeping cluster has a
+// record, an empty volume labelled with its mode and since when, and its containers lose their
+// restart policy: an engine restart or a reboot does not wake it (a paused cluster comes back from
+// one stopped, its memory gone with the engine). The image cache and other clusters are not touched.
 
 import {
+  API_SERVER_PORT,
   CHECKPOINT,
   type CheckpointReport,
+  controlPlaneName,
+  decodeFrontDoorEnv,
+  encodeFrontDoorEnv,
+  FRONT_DOOR_ENV,
+  frontDoorName,
   LABELS,
+  networkName,
   SLEEP_MODES,
-  sleepRecordName,
   type SleepMode,
 } from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
@@ -34,9 +41,22 @@ import {
   targetFromKubeconfig,
 } from '../shared/kubernetes.js';
 import { poll, PollTimeoutError } from '../shared/poll.js';
-import { clusterKubeconfig, sleepRecord } from './clusters.js';
+import {
+  checkAwake,
+  controlPlaneOf,
+  planWake,
+  putToSleep,
+  readSleepRecord,
+  settleWake,
+  type SleepEngine,
+  sleepingContainers,
+  wakeContainers,
+  wokeFrom,
+} from '../shared/sleep.js';
+import { clusterKubeconfig } from './clusters.js';
+import { formatSleepAfter } from './duration.js';
 import type { Reporter } from './progress.js';
-import type { ContainerInfo, ContainerRuntime } from './runtime/runtime.js';
+import type { ContainerRuntime } from './runtime/runtime.js';
 
 /** What waking asks the cluster's API; the real one, or a stand-in in tests. */
 export interface WakeProbes {
@@ -91,14 +111,25 @@ export function parseSleepMode(text: string): SleepMode {
   return text as SleepMode;
 }
 
-/** A cluster's containers: the nodes, the control plane last, and its host-port forwarders. */
-async function clusterContainers(runtime: ContainerRuntime, cluster: string): Promise<ContainerInfo[]> {
-  const containers = await runtime.listContainers([`${LABELS.cluster}=${cluster}`]);
-  if (!containers.some((c) => c.labels[LABELS.role] === 'control-plane')) {
-    throw new VindError(`cluster "${cluster}" does not exist: see \`vind list\``);
-  }
-  const controlPlaneLast = (c: ContainerInfo) => (c.labels[LABELS.role] === 'control-plane' ? 1 : 0);
-  return containers.sort((a, b) => controlPlaneLast(a) - controlPlaneLast(b));
+/** The CLI's runtime as the shared sleep code sees Docker. */
+export function runtimeSleepEngine(runtime: ContainerRuntime): SleepEngine {
+  return {
+    clusterContainers: (cluster) => runtime.listContainers([`${LABELS.cluster}=${cluster}`]),
+    pause: (name) => runtime.pauseContainer(name),
+    unpause: (name) => runtime.unpauseContainer(name),
+    start: (name) => runtime.startContainer(name),
+    stop: (name, timeout) => runtime.stopContainer(name, timeout),
+    setRestartPolicy: (name, policy) => runtime.setRestartPolicy(name, policy),
+    startedAt: async (name) => (await runtime.inspectContainer(name))?.startedAt,
+    volumeLabels: async (labels) =>
+      (
+        await runtime.listVolumes(
+          Object.entries(labels).map(([key, value]) => (value === '' ? key : `${key}=${value}`)),
+        )
+      ).map((v) => v.labels),
+    createVolume: (name, labels) => runtime.createVolume(name, labels),
+    removeVolume: (name) => runtime.removeVolume(name),
+  };
 }
 
 export async function sleepCluster(
@@ -107,55 +138,19 @@ export async function sleepCluster(
   mode: SleepMode,
   reporter: Reporter,
 ): Promise<void> {
-  const containers = await clusterContainers(runtime, cluster);
-  const record = await sleepRecord(runtime, cluster);
-  if (record) {
-    throw new VindError(
-      `cluster "${cluster}" is already asleep (${record.mode} since ${record.since}): wake it with \`vind wake ${cluster}\``,
-    );
-  }
-  const notRunning = containers.filter((c) => c.state !== 'running');
-  if (notRunning.length > 0) {
-    throw new VindError(
-      `cluster "${cluster}" is not running (${notRunning.map((c) => `${c.name} ${c.state}`).join(', ')}): start it with \`vind wake ${cluster}\` or look with \`vind list\``,
-    );
-  }
-  if (mode === 'checkpoint') await checkpointAvailable(runtime, controlPlaneOf(containers));
-  // The record first: a sleep cut short (the CLI killed) is undone by `wake`, which reads it.
-  await runtime.createVolume(sleepRecordName(cluster), {
-    [LABELS.cluster]: cluster,
-    [LABELS.sleepMode]: mode,
-    [LABELS.sleepSince]: new Date().toISOString(),
+  const engine = runtimeSleepEngine(runtime);
+  const containers = await sleepingContainers(engine, cluster);
+  checkAwake(cluster, containers, await readSleepRecord(engine, cluster));
+  if (mode === 'checkpoint') await checkpointAvailable(runtime, controlPlaneOf(containers).name);
+  await putToSleep(engine, cluster, containers, mode, {
+    step: (name, work) => reporter.step(name, work),
+    checkpoint: (controlPlane, note) => checkpointControlPlane(runtime, controlPlane, note),
   });
-  const progress: SleepProgress = { checkpointed: false };
-  try {
-    await putToSleep(runtime, cluster, containers, mode, reporter, progress);
-  } catch (error) {
-    // Half asleep is worse than awake: take back what was done, then say what failed.
-    if (progress.checkpointed) {
-      // Its daemons are dumped and stopped: a new start of the container restores them.
-      const controlPlane = controlPlaneOf(containers).name;
-      await runtime.stopContainer(controlPlane, 10).catch(() => undefined);
-    }
-    await Promise.all(
-      containers.map(async (c) => {
-        await runtime.unpauseContainer(c.name).catch(() => undefined);
-        await runtime.startContainer(c.name).catch(() => undefined);
-        await runtime.setRestartPolicy(c.name, 'unless-stopped').catch(() => undefined);
-      }),
-    );
-    await runtime.removeVolume(sleepRecordName(cluster)).catch(() => undefined);
-    throw error;
-  }
-}
-
-function controlPlaneOf(containers: ContainerInfo[]): ContainerInfo {
-  return containers.find((c) => c.labels[LABELS.role] === 'control-plane')!;
 }
 
 /** Whether CRIU works in the control plane; if not, one line naming what is missing. */
-async function checkpointAvailable(runtime: ContainerRuntime, controlPlane: ContainerInfo): Promise<void> {
-  const result = await runtime.exec(controlPlane.name, [...CHECKPOINT.checkCommand]);
+async function checkpointAvailable(runtime: ContainerRuntime, controlPlane: string): Promise<void> {
+  const result = await runtime.exec(controlPlane, [...CHECKPOINT.checkCommand]);
   if (result.exitCode === 0) return;
   const output = `${result.stderr}\n${result.stdout}`;
   if (
@@ -164,7 +159,7 @@ async function checkpointAvailable(runtime: ContainerRuntime, controlPlane: Cont
     /executable file not found|no such file/i.test(output)
   ) {
     throw new VindError(
-      `sleep mode checkpoint needs CRIU in the node image, and the image of ${controlPlane.name} has none: build the image again with \`vind image build\` and create the cluster from it, or use --mode pause or --mode stop`,
+      `sleep mode checkpoint needs CRIU in the node image, and the image of ${controlPlane} has none: build the image again with \`vind image build\` and create the cluster from it, or use --mode pause or --mode stop`,
     );
   }
   const lines = output
@@ -172,7 +167,7 @@ async function checkpointAvailable(runtime: ContainerRuntime, controlPlane: Cont
     .map((l) => l.trim())
     .filter((l) => l !== '' && !l.startsWith('Warn'));
   throw new VindError(
-    `sleep mode checkpoint is not available here: \`criu check\` in ${controlPlane.name} says "${lines.at(-1) ?? `exit code ${result.exitCode}`}": use --mode pause or --mode stop`,
+    `sleep mode checkpoint is not available here: \`criu check\` in ${controlPlane} says "${lines.at(-1) ?? `exit code ${result.exitCode}`}": use --mode pause or --mode stop`,
   );
 }
 
@@ -184,63 +179,24 @@ export function parseCheckpointReport(text: string): CheckpointReport {
   return report;
 }
 
-/** What a sleep did so far, for taking it back. */
-interface SleepProgress {
-  /** The control plane's daemons are dumped and stopped. */
-  checkpointed: boolean;
-}
-
 async function checkpointControlPlane(
   runtime: ContainerRuntime,
   controlPlane: string,
-  reporter: Reporter,
-  progress: SleepProgress,
+  note: (text: string) => void,
 ): Promise<void> {
-  await reporter.step('checkpoint the control plane', async (note) => {
-    const result = await runtime.exec(controlPlane, [...CHECKPOINT.command]);
-    if (result.exitCode !== 0) {
-      const why = result.stderr.trim().split('\n').at(-1) || `exit code ${result.exitCode}`;
-      throw new VindError(`checkpointing ${controlPlane} failed: ${why}`);
-    }
-    progress.checkpointed = true;
+  const result = await runtime.exec(controlPlane, [...CHECKPOINT.command]);
+  if (result.exitCode !== 0) {
+    const why = result.stderr.trim().split('\n').at(-1) || `exit code ${result.exitCode}`;
+    throw new VindError(`checkpointing ${controlPlane} failed: ${why}`);
+  }
+  // The daemons are dumped and gone: a report that does not read is no reason to undo the sleep.
+  try {
     const report = parseCheckpointReport(result.stdout);
     note(
       `${report.daemons.length} daemons, ${Math.round(report.bytes / 2 ** 20)} MiB, dumped in ${report.ms}ms`,
     );
-  });
-}
-
-async function putToSleep(
-  runtime: ContainerRuntime,
-  cluster: string,
-  containers: ContainerInfo[],
-  mode: SleepMode,
-  reporter: Reporter,
-  progress: SleepProgress,
-): Promise<void> {
-  await Promise.all(containers.map((c) => runtime.setRestartPolicy(c.name, 'no')));
-  if (mode === 'checkpoint') {
-    const controlPlane = controlPlaneOf(containers);
-    const others = containers.filter((c) => c !== controlPlane);
-    if (others.length > 0) {
-      await reporter.step(`stop ${others.length} containers`, () =>
-        Promise.all(others.map((c) => runtime.stopContainer(c.name, 10))),
-      );
-    }
-    await checkpointControlPlane(runtime, controlPlane.name, reporter, progress);
-    await reporter.step('stop the control plane', () => runtime.stopContainer(controlPlane.name, 10));
-  } else if (mode === 'pause') {
-    await reporter.step(`pause ${containers.length} containers`, () =>
-      Promise.all(containers.map((c) => runtime.pauseContainer(c.name))),
-    );
-  } else {
-    await reporter.step(`stop ${containers.length} containers`, async () => {
-      const workers = containers.filter((c) => c.labels[LABELS.role] !== 'control-plane');
-      await Promise.all(workers.map((c) => runtime.stopContainer(c.name, 10)));
-      await Promise.all(
-        containers.filter((c) => !workers.includes(c)).map((c) => runtime.stopContainer(c.name, 10)),
-      );
-    });
+  } catch {
+    note('dumped');
   }
 }
 
@@ -272,37 +228,11 @@ export async function wakeCluster(
 ): Promise<SleepMode> {
   const probes = options.probes ?? kubernetesWakeProbes;
   const deadline = Date.now() + (options.timeoutMs ?? 300_000);
-  const containers = await clusterContainers(runtime, cluster);
-  const record = await sleepRecord(runtime, cluster);
-  const paused = containers.filter((c) => c.state === 'paused');
-  const stopped = containers.filter((c) => c.state !== 'running' && c.state !== 'paused');
-  if (!record && paused.length === 0 && stopped.length === 0) {
-    throw new VindError(`cluster "${cluster}" is not asleep: it is running`);
-  }
-  if (record?.mode === 'checkpoint') {
-    // A sleep cut short after the checkpoint leaves the control plane running without its daemons;
-    // a new start of the container restores them.
-    const controlPlane = controlPlaneOf(containers);
-    if (controlPlane.state === 'running') {
-      const target = targetFromKubeconfig(await clusterKubeconfig(runtime, cluster, false));
-      if (!(await probes.apiReady(target).catch(() => false))) {
-        await runtime.stopContainer(controlPlane.name, 10);
-        stopped.push(controlPlane);
-        stopped.sort((a, b) => Number(a === controlPlane) - Number(b === controlPlane));
-      }
-    }
-  }
-  if (paused.length > 0) {
-    await reporter.step(`unpause ${paused.length} containers`, () =>
-      Promise.all(paused.map((c) => runtime.unpauseContainer(c.name))),
-    );
-  }
-  if (stopped.length > 0) {
-    await reporter.step(`start ${stopped.length} containers`, async () => {
-      // The control plane first: the workers' kubelets then find the API as soon as they look.
-      for (const c of [...stopped].reverse()) await runtime.startContainer(c.name);
-    });
-  }
+  const engine = runtimeSleepEngine(runtime);
+  const waking = await planWake(engine, cluster);
+  if (!waking) throw new VindError(`cluster "${cluster}" is not asleep: it is running`);
+  const { containers, record, stopped } = waking;
+  await wakeContainers(waking, engine, (name, work) => reporter.step(name, work));
   const target = targetFromKubeconfig(await clusterKubeconfig(runtime, cluster, false));
   await reporter.step('wait for the API server', () =>
     waitFor('the API server', deadline, () => probes.apiReady(target)),
@@ -326,7 +256,38 @@ export async function wakeCluster(
       waitFor('CoreDNS', deadline, () => probes.coreDnsAvailable(target, heartbeatSince)),
     );
   }
-  await Promise.all(containers.map((c) => runtime.setRestartPolicy(c.name, 'unless-stopped')));
-  await runtime.removeVolume(sleepRecordName(cluster));
-  return record?.mode ?? (paused.length > 0 ? 'pause' : 'stop');
+  await settleWake(engine, cluster, waking);
+  return wokeFrom(waking);
+}
+
+/**
+ * `vind sleep NAME --after 30m`: the front door's idle time, 0 for never. The front door is made
+ * again with it (its settings travel in its environment); clients reconnect to the same port.
+ */
+export async function setSleepAfter(runtime: ContainerRuntime, cluster: string, sleepAfterMs: number) {
+  const controlPlane = await runtime.inspectContainer(controlPlaneName(cluster));
+  if (!controlPlane) throw new VindError(`cluster "${cluster}" does not exist: see \`vind list\``);
+  const door = await runtime.inspectContainer(frontDoorName(cluster));
+  if (!door) {
+    throw new VindError(
+      `cluster "${cluster}" has no front door (it was made by an older vind): auto-sleep needs a cluster made by this one, \`vind delete ${cluster}\` and create it again`,
+    );
+  }
+  const env = await runtime.exec(door.name, ['printenv', FRONT_DOOR_ENV]);
+  if (env.exitCode !== 0) {
+    throw new VindError(
+      `cannot read the settings of ${door.name} (${door.state}): look with \`docker logs ${door.name}\``,
+    );
+  }
+  const settings = decodeFrontDoorEnv({ [FRONT_DOOR_ENV]: env.stdout.trim() });
+  const port = Number(controlPlane.labels[LABELS.apiPort]);
+  await runtime.removeContainer(door.name);
+  await runtime.runFrontDoor({
+    cluster,
+    image: door.image ?? controlPlane.image ?? '',
+    network: networkName(cluster),
+    port: { containerPort: API_SERVER_PORT, hostPort: port, listenAddress: '127.0.0.1', protocol: 'TCP' },
+    env: encodeFrontDoorEnv({ ...settings, sleepAfterMs }),
+    labels: sleepAfterMs > 0 ? { [LABELS.sleepAfter]: formatSleepAfter(sleepAfterMs) } : {},
+  });
 }

@@ -1,12 +1,13 @@
 // node-agent: the entry point of every node container (under tini, which reaps orphans).
 // The container command names the role: `control-plane`, `worker` or `image-cache`; the image cache
 // starts its registry as `image-cache-registry`, and a forwarder container per LoadBalancer address
-// as `host-port`. Progress and failures go to /run/vind/status for the CLI, and to stdout for
+// as `host-port`; each cluster's front door (its API port, wake on demand) runs as `front-door`. Progress and failures go to /run/vind/status for the CLI, and to stdout for
 // `docker logs`. `checkpoint`, run with `docker exec` in a control plane, asks its running agent to
 // checkpoint the daemons (sleep mode checkpoint) and prints the report.
 
 import { requestCheckpoint } from './checkpoint.js';
 import { runControlPlane } from './control-plane.js';
+import { runFrontDoor } from './front-door.js';
 import { runHostPort } from './host-port.js';
 import { imageCacheCommand, runImageCache, runImageCacheRegistry } from './image-cache/main.js';
 import { log } from './log.js';
@@ -59,6 +60,15 @@ async function main(): Promise<void> {
     // Docker's restart policy starts it again.
     await runHostPort(process.argv.slice(3)).catch((error: Error) => {
       log(`host-port: ${error.message}`);
+      process.exit(1);
+    });
+    return;
+  }
+  if (role === 'front-door') {
+    // Made by the CLI, unprivileged: no status file, no daemons. Failing, it exits, and Docker's
+    // restart policy starts it again.
+    await runFrontDoor().catch((error: Error) => {
+      log(`front door: ${error.message}`);
       process.exit(1);
     });
     return;

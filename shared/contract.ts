@@ -25,11 +25,13 @@ export const LABELS = {
   /** On a sleeping cluster's record (a volume): how it sleeps and since when (RFC 3339). */
   sleepMode: 'dev.vind.sleep-mode',
   sleepSince: 'dev.vind.sleep-since',
+  /** On a front door: its auto-sleep idle time (a duration such as 30m), absent when it has none. */
+  sleepAfter: 'dev.vind.sleep-after',
 } as const;
 
 /** The container command names the role the agent plays; `probe` is a throw-away capability check. */
 export type NodeRole = 'control-plane' | 'worker';
-export type ContainerRole = NodeRole | 'image-cache' | 'host-port' | 'probe';
+export type ContainerRole = NodeRole | 'image-cache' | 'host-port' | 'front-door' | 'probe';
 
 // ---- the node image ----
 
@@ -70,6 +72,11 @@ export function networkName(cluster: string): string {
 
 export function controlPlaneName(cluster: string): string {
   return `${cluster}-control-plane`;
+}
+
+/** The container that holds the API server's host port and wakes a sleeping cluster. */
+export function frontDoorName(cluster: string): string {
+  return `${cluster}-front-door`;
 }
 
 export function workerName(cluster: string, index: number): string {
@@ -441,6 +448,19 @@ export interface PublishedForward {
  * {forwards: PublishedForward[]}. The cache makes one forwarder container per address.
  */
 export const HOST_PORTS_PATH = '/vind/v1/host-ports';
+/** A cluster's front door asks the image cache (POST, with the cluster's token) to wake or pause it. */
+export const WAKE_PATH = '/vind/v1/wake';
+export const SLEEP_PATH = '/vind/v1/sleep';
+
+export type PowerOperation = 'wake' | 'sleep';
+
+/** The answer to a wake or a sleep asked at WAKE_PATH or SLEEP_PATH. */
+export interface PowerAnswer {
+  /** awake: nothing to do; woke: it slept and was woken; slept: put to sleep now; asleep: it was. */
+  state: 'awake' | 'woke' | 'slept' | 'asleep';
+  /** For `woke`: the mode it slept in. */
+  from?: SleepMode;
+}
 /** Written by the control plane's controller, read by `vind list`. */
 export const LOAD_BALANCER_STATE_FILE = '/run/vind/load-balancers.json';
 
@@ -481,4 +501,40 @@ export interface CheckpointReport {
   bytes: number;
   /** How long the dumps took. */
   ms: number;
+}
+
+// ---- the front door: the API server's host port, wake on demand and auto-sleep ----
+
+/** What a cluster's front door is told, in its environment (FRONT_DOOR_ENV, JSON). */
+export interface FrontDoorSettings {
+  cluster: string;
+  /** The API server on the cluster network: the control plane's address and API_SERVER_PORT. */
+  upstream: { host: string; port: number };
+  imageCache: string;
+  imageCacheToken: string;
+  /** Pause the cluster after this long without a byte from or to a client; 0: never. */
+  sleepAfterMs: number;
+}
+
+export const FRONT_DOOR_ENV = 'VIND_FRONT_DOOR';
+
+export function encodeFrontDoorEnv(settings: FrontDoorSettings): string[] {
+  return [`${FRONT_DOOR_ENV}=${JSON.stringify(settings)}`];
+}
+
+export function decodeFrontDoorEnv(env: Record<string, string | undefined>): FrontDoorSettings {
+  const text = env[FRONT_DOOR_ENV];
+  if (!text) throw new Error(`${FRONT_DOOR_ENV} is not set: the front door cannot start without it`);
+  const settings = JSON.parse(text) as FrontDoorSettings;
+  if (
+    typeof settings.cluster !== 'string' ||
+    typeof settings.upstream?.host !== 'string' ||
+    !Number.isInteger(settings.upstream.port) ||
+    typeof settings.imageCache !== 'string' ||
+    typeof settings.imageCacheToken !== 'string' ||
+    !(Number.isFinite(settings.sleepAfterMs) && settings.sleepAfterMs >= 0)
+  ) {
+    throw new Error(`${FRONT_DOOR_ENV} is not a front door's settings: ${text.slice(0, 200)}`);
+  }
+  return settings;
 }

@@ -18,7 +18,7 @@ import {
 } from '../cluster-config.js';
 import { dockerRuntime } from '../runtime/docker-runtime.js';
 import type { ContainerRuntime } from '../runtime/runtime.js';
-import { parseSleepMode, sleepCluster, wakeCluster } from '../sleep.js';
+import { parseSleepMode, setSleepAfter, sleepCluster, wakeCluster } from '../sleep.js';
 import { SLEEP_MODES } from '../../shared/contract.js';
 import {
   cacheRunning,
@@ -28,7 +28,7 @@ import {
   setCacheLimit,
   shareHelperCredentials,
 } from '../image-cache.js';
-import { parseDuration } from '../duration.js';
+import { formatSleepAfter, parseDuration, parseSleepAfter } from '../duration.js';
 import { InterruptedError, VindError } from '../../shared/errors.js';
 import { consoleReporter, formatDuration } from '../progress.js';
 
@@ -43,6 +43,7 @@ interface CreateCommandOptions {
   datastore?: string;
   podSecurity?: string;
   reuseDatastore: boolean;
+  sleepAfter?: string;
 }
 
 function configError(error: unknown): never {
@@ -73,6 +74,10 @@ export function registerClusterCommands(program: Command): void {
       'take over the objects an earlier cluster of this name left in the external datastore',
       false,
     )
+    .option(
+      '--sleep-after <duration>',
+      'pause the cluster after this long without a client, e.g. 30m; the next request wakes it (default: never)',
+    )
     .option('--retain', 'keep the containers when creation fails, for debugging', false)
     .option('--kubeconfig <path>', 'kubeconfig file to update (default: $KUBECONFIG or ~/.kube/config)')
     .action(async (name: string | undefined, options: CreateCommandOptions) => {
@@ -85,6 +90,7 @@ export function registerClusterCommands(program: Command): void {
         datastore: options.datastore,
         podSecurity: options.podSecurity,
         reuseDatastore: options.reuseDatastore,
+        sleepAfter: options.sleepAfter,
       };
       let fileText: string | undefined;
       if (options.config) {
@@ -209,12 +215,35 @@ export function registerClusterCommands(program: Command): void {
     .argument('[names...]', 'cluster names (default: vind)')
     .option('--all', 'every vind cluster on this Docker engine that is awake', false)
     .option('--mode <mode>', `${SLEEP_MODES.join(', ')}`, 'pause')
-    .action(async (names: string[], options: { all: boolean; mode: string }) => {
+    .option(
+      '--after <duration>',
+      'do not sleep now: from now on pause after this long without a client, e.g. 30m, or never',
+    )
+    .action(async (names: string[], options: { all: boolean; mode: string; after?: string }) => {
       const mode = parseSleepMode(options.mode);
+      let afterMs: number | undefined;
+      if (options.after !== undefined) {
+        try {
+          afterMs = parseSleepAfter(options.after);
+        } catch (error) {
+          throw new VindError(`invalid --after: ${(error as Error).message}`);
+        }
+      }
       const runtime = dockerRuntime();
       await runtime.ping();
       const reporter = consoleReporter();
       let targets = await sleepTargets(runtime, names, options.all);
+      if (afterMs !== undefined) {
+        for (const name of targets) {
+          await setSleepAfter(runtime, name, afterMs);
+          process.stderr.write(
+            afterMs > 0
+              ? `Cluster "${name}" sleeps (pause) after ${formatSleepAfter(afterMs)} without a client; a request wakes it\n`
+              : `Cluster "${name}" no longer sleeps by itself\n`,
+          );
+        }
+        return;
+      }
       if (options.all) {
         const asleep = await Promise.all(targets.map((t) => sleepRecord(runtime, t)));
         targets = targets.filter((_, i) => !asleep[i]);
@@ -223,7 +252,7 @@ export function registerClusterCommands(program: Command): void {
         const started = performance.now();
         await sleepCluster(runtime, name, mode, reporter);
         process.stderr.write(
-          `Cluster "${name}" sleeps (${mode}) after ${formatDuration(performance.now() - started)}: wake it with \`vind wake ${name}\`\n`,
+          `Cluster "${name}" sleeps (${mode}) after ${formatDuration(performance.now() - started)}: wake it with \`vind wake ${name}\` or any request\n`,
         );
       }
     });
@@ -268,10 +297,11 @@ export function registerClusterCommands(program: Command): void {
         return;
       }
       const rows = [
-        ['NAME', 'STATE', 'NODES', 'LOADBALANCERS', 'KUBERNETES', 'ENDPOINT'],
+        ['NAME', 'STATE', 'AUTO-SLEEP', 'NODES', 'LOADBALANCERS', 'KUBERNETES', 'ENDPOINT'],
         ...clusters.map((c) => [
           c.name,
           c.sleeping ? `${c.state} ${formatAge(c.sleeping.since)}` : c.state,
+          c.sleepAfter ?? '-',
           String(c.nodes),
           c.loadBalancers === undefined ? '-' : String(c.loadBalancers),
           c.kubernetesVersion,

@@ -4,8 +4,15 @@
 // Docker socket), and the throw-away probe. The rest of the code asks for "a node", never for flags.
 
 import type Docker from 'dockerode';
-import { IMAGE_CACHE, LABELS, VIND_VERSION, varVolumeName } from '../../shared/contract.js';
-import type { ImageCacheRequest, NodeRequest, PortMapping } from './runtime.js';
+import {
+  API_SERVER_PORT,
+  frontDoorName,
+  IMAGE_CACHE,
+  LABELS,
+  VIND_VERSION,
+  varVolumeName,
+} from '../../shared/contract.js';
+import type { FrontDoorRequest, ImageCacheRequest, NodeRequest, PortMapping } from './runtime.js';
 
 /** The Engine API has CgroupnsMode since 1.41; the type definitions lag behind. */
 export type NodeHostConfig = Docker.HostConfig & { CgroupnsMode?: 'private' | 'host' };
@@ -99,6 +106,39 @@ export function imageCacheContainerSpec(
       RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 },
       NetworkMode: request.network,
     },
+  };
+}
+
+/**
+ * A cluster's front door: the node image in role `front-door`, as nobody (65534), with no capability,
+ * no mount, a read-only root and no socket; it publishes the API server's port and reaches the
+ * control plane and the image cache on the cluster network.
+ */
+export function frontDoorContainerSpec(request: FrontDoorRequest): Docker.ContainerCreateOptions {
+  const bindings = portBindings([{ ...request.port, containerPort: API_SERVER_PORT }]);
+  return {
+    name: frontDoorName(request.cluster),
+    Image: request.image,
+    Cmd: ['front-door'],
+    User: '65534:65534',
+    Env: request.env,
+    Labels: {
+      [LABELS.cluster]: request.cluster,
+      [LABELS.role]: 'front-door',
+      [LABELS.version]: VIND_VERSION,
+      ...request.labels,
+    },
+    ExposedPorts: Object.fromEntries(Object.keys(bindings).map((k) => [k, {}])),
+    HostConfig: {
+      PortBindings: bindings,
+      NetworkMode: request.network,
+      RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 },
+      CapDrop: ['ALL'],
+      SecurityOpt: ['no-new-privileges'],
+      ReadonlyRootfs: true,
+      Init: false,
+    },
+    StopTimeout: 5,
   };
 }
 

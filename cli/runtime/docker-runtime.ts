@@ -10,12 +10,17 @@ import { dirname, join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
-import { IMAGE_CACHE, LABELS } from '../../shared/contract.js';
+import { frontDoorName, IMAGE_CACHE, LABELS } from '../../shared/contract.js';
 import { VindError } from '../../shared/errors.js';
 import { repositoryAndTag } from '../../shared/image-reference.js';
 import { hostAddressOnBridge } from '../../shared/subnets.js';
 import { cacheDir } from '../paths.js';
-import { imageCacheContainerSpec, nodeContainerSpec, privilegedProbeSpec } from './container-specs.js';
+import {
+  frontDoorContainerSpec,
+  imageCacheContainerSpec,
+  nodeContainerSpec,
+  privilegedProbeSpec,
+} from './container-specs.js';
 import { type DiscoveredDocker, discoverDockerEndpoint } from './discovery.js';
 import type {
   ContainerFile,
@@ -23,6 +28,7 @@ import type {
   ContainerRuntime,
   ContainerState,
   ExecResult,
+  FrontDoorRequest,
   ImageCacheRequest,
   ImageInfo,
   LabelFilter,
@@ -340,6 +346,11 @@ export class DockerRuntime implements ContainerRuntime {
     await this.startContainer(IMAGE_CACHE.container);
   }
 
+  async runFrontDoor(request: FrontDoorRequest): Promise<void> {
+    await this.client.createContainer(frontDoorContainerSpec(request));
+    await this.startContainer(frontDoorName(request.cluster));
+  }
+
   async startContainer(name: string): Promise<void> {
     try {
       await this.client.getContainer(name).start();
@@ -385,6 +396,8 @@ export class DockerRuntime implements ContainerRuntime {
         exitCode: info.State.ExitCode,
         labels: info.Config.Labels ?? {},
         networks: Object.keys(info.NetworkSettings.Networks ?? {}),
+        startedAt: info.State.StartedAt,
+        image: info.Config.Image,
       };
     } catch (error) {
       if (statusCode(error) === 404) return undefined;
@@ -401,6 +414,7 @@ export class DockerRuntime implements ContainerRuntime {
       exitCode: 0,
       labels: c.Labels ?? {},
       networks: Object.keys(c.NetworkSettings?.Networks ?? {}),
+      image: c.Image,
     }));
   }
 

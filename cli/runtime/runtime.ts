@@ -38,6 +38,19 @@ export interface NodeRequest {
   files?: ContainerFile[];
 }
 
+/** A cluster's front door: the API server's host port, wake on demand and auto-sleep. */
+export interface FrontDoorRequest {
+  cluster: string;
+  image: string;
+  network: string;
+  /** The API server's port as the host sees it. */
+  port: PortMapping;
+  /** Its settings, encoded by the contract. */
+  env: string[];
+  /** Extra labels beyond cluster, role and version. */
+  labels: Record<string, string>;
+}
+
 /** The per-host image cache container. */
 export interface ImageCacheRequest {
   image: string;
@@ -65,6 +78,10 @@ export interface ContainerInfo {
   labels: Record<string, string>;
   /** Names of the networks the container is attached to. */
   networks: string[];
+  /** When it last started (RFC 3339); only an inspect says. */
+  startedAt?: string;
+  /** The image it was created from, as it was named. */
+  image?: string;
 }
 
 export interface NetworkInfo {
@@ -131,6 +148,8 @@ export interface ContainerRuntime {
   runNode(request: NodeRequest): Promise<void>;
   /** Creates and starts the image cache container (and its volume). */
   runImageCache(request: ImageCacheRequest): Promise<void>;
+  /** Creates and starts a cluster's front door. */
+  runFrontDoor(request: FrontDoorRequest): Promise<void>;
   startContainer(name: string): Promise<void>;
   /** Stops a container, waiting up to `timeoutSeconds` for its processes before killing them. */
   stopContainer(name: string, timeoutSeconds: number): Promise<void>;

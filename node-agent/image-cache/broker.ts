@@ -8,6 +8,8 @@
 //   POST /pull?reference=...     204; the broker adds the registry credentials itself
 //   PUT /host-ports?cluster=...  200 {"forwards": PublishedForward[]}, for the body
 //                                {"forwards": HostPortForward[]}: the cluster's whole set (host-ports.ts)
+//   POST /wake?cluster=...       200 PowerAnswer: wakes the cluster if it sleeps (cluster-power.ts)
+//   POST /sleep?cluster=...      200 PowerAnswer: pauses the cluster, its front door's auto-sleep
 //
 // Anything else, any reference that does not read back as itself, and any host-port request that
 // does not pass `checkForwards` is refused before Docker is asked. The registry, which parses what
@@ -18,8 +20,15 @@ import { createServer, request, type IncomingMessage, type Server, type ServerRe
 import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream';
-import { type HostPortForward, IMAGE_CACHE, type PublishedForward } from '../../shared/contract.js';
+import {
+  type HostPortForward,
+  IMAGE_CACHE,
+  type PowerAnswer,
+  type PowerOperation,
+  type PublishedForward,
+} from '../../shared/contract.js';
 import { parseImageReference, qualifiedReference } from '../../shared/image-reference.js';
+import type { SleepEngine } from '../../shared/sleep.js';
 import { log } from '../log.js';
 import {
   createContainer,
@@ -35,12 +44,15 @@ import {
   removeContainer,
   startContainer,
 } from './engine.js';
+import { ClusterPower, hostSleepEngine, PowerError } from './cluster-power.js';
 import { checkClusterName, HostPortError, parseHostPortBody, readBody } from './host-port-spec.js';
 import { type HostPortEngine, HostPorts } from './host-ports.js';
-import type { HostPortPublisher, ImageSource } from './registry.js';
+import type { ClusterPowerClient, HostPortPublisher, ImageSource } from './registry.js';
 
 /** What the broker asks of Docker: images, and the containers that publish host ports. */
 export interface Engine extends HostPortEngine {
+  /** The same Docker, for sleep and wake. */
+  sleep: SleepEngine;
   inspect(reference: string): Promise<ImageInfo | undefined>;
   export(reference: string): Promise<Readable>;
   pull(reference: string): Promise<void>;
@@ -64,21 +76,27 @@ export function hostEngine(
     createContainer: (name, body) => createContainer(name, body, socket),
     startContainer: (id) => startContainer(id, socket),
     removeContainer: (id) => removeContainer(id, socket),
+    sleep: hostSleepEngine(socket),
   };
 }
 
 type ImageOperation = 'inspect' | 'export' | 'pull';
-type Operation = ImageOperation | 'host-ports';
+type ClusterOperation = 'host-ports' | PowerOperation;
+type Operation = ImageOperation | ClusterOperation;
 
 const OPERATIONS: Record<string, Operation> = {
   'GET /inspect': 'inspect',
   'GET /export': 'export',
   'POST /pull': 'pull',
   'PUT /host-ports': 'host-ports',
+  'POST /wake': 'wake',
+  'POST /sleep': 'sleep',
 };
 
+const CLUSTER_OPERATIONS: readonly Operation[] = ['host-ports', 'wake', 'sleep'];
+
 export type BrokerAsk =
-  { operation: ImageOperation; reference: string } | { operation: 'host-ports'; cluster: string };
+  { operation: ImageOperation; reference: string } | { operation: ClusterOperation; cluster: string };
 
 export class BrokerError extends Error {
   constructor(
@@ -122,17 +140,20 @@ export function brokerRequest(method: string | undefined, url: string | undefine
   if (!operation) {
     throw new BrokerError(
       404,
-      `no operation ${method} ${path}: the broker takes GET /inspect, GET /export, POST /pull and PUT /host-ports`,
+      `no operation ${method} ${path}: the broker takes GET /inspect, GET /export, POST /pull, PUT /host-ports, POST /wake and POST /sleep`,
     );
   }
   const params = new URLSearchParams(question >= 0 ? raw.slice(question + 1) : '');
   const keys = [...params.keys()];
-  const wanted = operation === 'host-ports' ? 'cluster' : 'reference';
+  const forCluster = CLUSTER_OPERATIONS.includes(operation);
+  const wanted = forCluster ? 'cluster' : 'reference';
   if (keys.length !== 1 || keys[0] !== wanted) {
     throw new BrokerError(400, `${path} takes one parameter, ${wanted}`);
   }
-  if (operation === 'host-ports') return { operation, cluster: brokerCluster(params.get('cluster')!) };
-  return { operation, reference: brokerReference(params.get('reference')!) };
+  if (forCluster) {
+    return { operation: operation as ClusterOperation, cluster: brokerCluster(params.get('cluster')!) };
+  }
+  return { operation: operation as ImageOperation, reference: brokerReference(params.get('reference')!) };
 }
 
 function reply(res: ServerResponse, status: number, value: unknown): void {
@@ -167,9 +188,26 @@ async function handleHostPorts(
   }
 }
 
+async function handlePower(
+  power: ClusterPower,
+  operation: PowerOperation,
+  cluster: string,
+  res: ServerResponse,
+): Promise<void> {
+  try {
+    reply(res, 200, await power.run(operation, cluster));
+  } catch (error) {
+    const status = error instanceof PowerError ? error.status : 502;
+    const message = ((error as Error).message ?? String(error)).split('\n')[0]!;
+    log(`broker: ${operation} of ${cluster}: ${message}`);
+    reply(res, status, { message });
+  }
+}
+
 async function handle(
   engine: Engine,
   hostPorts: HostPorts,
+  power: ClusterPower,
   req: IncomingMessage,
   res: ServerResponse,
 ): Promise<void> {
@@ -183,8 +221,13 @@ async function handle(
     reply(res, status, { message: (error as Error).message });
     return;
   }
-  if (asked.operation === 'host-ports') {
-    await handleHostPorts(hostPorts, asked.cluster, req, res);
+  if ('cluster' in asked) {
+    if (asked.operation === 'host-ports') {
+      await handleHostPorts(hostPorts, asked.cluster, req, res);
+    } else {
+      req.resume();
+      await handlePower(power, asked.operation, asked.cluster, res);
+    }
     return;
   }
   req.resume();
@@ -228,8 +271,9 @@ export async function startBroker(
   const hostPorts = new HostPorts(engine, options.ownImage, (cluster, changes) =>
     log(`host ports of ${cluster}: ${changes.join(', ')}`),
   );
+  const power = new ClusterPower(engine.sleep, (cluster, text) => log(`${cluster}: ${text}`));
   const server = createServer((req, res) => {
-    void handle(engine, hostPorts, req, res);
+    void handle(engine, hostPorts, power, req, res);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -327,6 +371,30 @@ export function brokerHostPorts(socketPath: string): HostPortPublisher {
         );
       }
       return (JSON.parse(text) as { forwards: PublishedForward[] }).forwards;
+    },
+  };
+}
+
+/** Wake and auto-sleep as the registry reaches them: through the broker on its unix socket. */
+export function brokerPower(socketPath: string): ClusterPowerClient {
+  return {
+    async run(operation, cluster) {
+      const response = await new Promise<IncomingMessage>((resolve, reject) => {
+        const req = request(
+          { socketPath, method: 'POST', path: `/${operation}?cluster=${encodeURIComponent(cluster)}` },
+          resolve,
+        );
+        req.on('error', reject);
+        req.end();
+      });
+      const text = await bodyOf(response);
+      if (response.statusCode !== 200) {
+        throw new PowerError(
+          response.statusCode ?? 502,
+          messageOf(text) || `${operation} of ${cluster}: status ${response.statusCode}`,
+        );
+      }
+      return JSON.parse(text) as PowerAnswer;
     },
   };
 }

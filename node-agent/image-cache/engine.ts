@@ -1,6 +1,7 @@
 // The image cache's view of the host's Docker: the Engine API calls the broker makes and nothing
 // else: for images inspect, export and pull; for the host-port forwarders list, inspect, create, start
-// and remove containers, and inspect a network. Only the engine broker (broker.ts) uses it, inside
+// and remove containers, and inspect a network; for sleep and wake on a front door's word pause,
+// unpause, start, stop and update containers, and list, create and remove the sleep records. Only the engine broker (broker.ts) uses it, inside
 // the cache container, on the mounted socket, with node:http because the node image has no dockerode.
 
 import { request, type IncomingMessage } from 'node:http';
@@ -164,6 +165,8 @@ export interface ContainerSummary {
   /** With a leading slash, as Docker lists them. */
   Names?: string[];
   Labels?: Record<string, string> | null;
+  /** running, paused, exited... */
+  State?: string;
 }
 
 export interface PortBinding {
@@ -178,7 +181,7 @@ export interface ContainerDetails {
   /** The image's id. */
   Image: string;
   Config: { Cmd?: string[] | null; Labels?: Record<string, string> | null };
-  State?: { Running?: boolean };
+  State?: { Running?: boolean; StartedAt?: string };
   NetworkSettings?: { Ports?: Record<string, PortBinding[] | null> | null };
 }
 
@@ -270,6 +273,77 @@ export async function removeContainer(id: string, socket = DOCKER_SOCKET): Promi
   const response = await call(socket, 'DELETE', `/containers/${encodeURIComponent(id)}?force=1&v=1`);
   if (response.statusCode !== 204 && response.statusCode !== 404) {
     throw await failure(`removing container ${id}`, response);
+  }
+  response.resume();
+}
+
+// ---- sleep and wake, for the front doors (wake on demand, auto-sleep) ----
+
+async function containerAction(socket: string, id: string, action: string, query = ''): Promise<number> {
+  const response = await call(socket, 'POST', `/containers/${encodeURIComponent(id)}/${action}${query}`);
+  const status = response.statusCode ?? 0;
+  if (status >= 400 && status !== 409) throw await failure(`${action} of container ${id}`, response);
+  response.resume();
+  return status;
+}
+
+export async function pauseContainer(id: string, socket = DOCKER_SOCKET): Promise<void> {
+  // 409: already paused.
+  await containerAction(socket, id, 'pause');
+}
+
+export async function unpauseContainer(id: string, socket = DOCKER_SOCKET): Promise<void> {
+  // 409: not paused.
+  await containerAction(socket, id, 'unpause');
+}
+
+export async function stopContainer(id: string, timeoutSeconds: number, socket = DOCKER_SOCKET) {
+  // 304: already stopped.
+  await containerAction(socket, id, 'stop', `?t=${timeoutSeconds}`);
+}
+
+export async function setRestartPolicy(id: string, policy: string, socket = DOCKER_SOCKET): Promise<void> {
+  const response = await call(
+    socket,
+    'POST',
+    `/containers/${encodeURIComponent(id)}/update`,
+    {},
+    {
+      RestartPolicy: { Name: policy, MaximumRetryCount: 0 },
+    },
+  );
+  if (response.statusCode !== 200) throw await failure(`updating container ${id}`, response);
+  response.resume();
+}
+
+/** The labels of every volume carrying all of the given labels (an empty value: the key alone). */
+export async function volumeLabels(
+  labels: Record<string, string>,
+  socket = DOCKER_SOCKET,
+): Promise<Record<string, string>[]> {
+  const filters = JSON.stringify({
+    label: Object.entries(labels).map(([key, value]) => (value === '' ? key : `${key}=${value}`)),
+  });
+  const response = await call(socket, 'GET', `/volumes?filters=${encodeURIComponent(filters)}`);
+  if (response.statusCode !== 200) throw await failure('listing volumes', response);
+  const body = JSON.parse(await text(response)) as { Volumes?: { Labels?: Record<string, string> | null }[] };
+  return (body.Volumes ?? []).map((v) => v.Labels ?? {});
+}
+
+export async function createVolume(
+  name: string,
+  labels: Record<string, string>,
+  socket = DOCKER_SOCKET,
+): Promise<void> {
+  const response = await call(socket, 'POST', '/volumes/create', {}, { Name: name, Labels: labels });
+  if (response.statusCode !== 201) throw await failure(`creating volume ${name}`, response);
+  response.resume();
+}
+
+export async function removeVolume(name: string, socket = DOCKER_SOCKET): Promise<void> {
+  const response = await call(socket, 'DELETE', `/volumes/${encodeURIComponent(name)}?force=1`);
+  if (response.statusCode !== 204 && response.statusCode !== 404) {
+    throw await failure(`removing volume ${name}`, response);
   }
   response.resume();
 }

@@ -13,7 +13,7 @@ import { poll } from '../../shared/poll.js';
 import { log } from '../log.js';
 import { setStatus } from '../status.js';
 import type { Supervisor } from '../supervisor.js';
-import { brokerHostPorts, brokerSource, hostEngine, startBroker } from './broker.js';
+import { brokerHostPorts, brokerPower, brokerSource, hostEngine, startBroker } from './broker.js';
 import { BROKER_SOCKET, closeToOthers, giveTo, REGISTRY_USER } from './isolation.js';
 import { ImageCache, startRegistry } from './registry.js';
 
@@ -25,6 +25,7 @@ const CLI_FILES = [basename(IMAGE_CACHE.tokens), basename(IMAGE_CACHE.limitFile)
 function cache(): ImageCache {
   return new ImageCache(CACHE_ROOT, brokerSource(BROKER_SOCKET), {
     hostPorts: brokerHostPorts(BROKER_SOCKET),
+    power: brokerPower(BROKER_SOCKET),
   });
 }
 

@@ -16,6 +16,10 @@ import type { Readable } from 'node:stream';
 import { writeFileAtomic } from '../../shared/atomic-write.js';
 import {
   HOST_PORTS_PATH,
+  type PowerAnswer,
+  type PowerOperation,
+  SLEEP_PATH,
+  WAKE_PATH,
   type HostPortForward,
   IMAGE_CACHE,
   type PublishedForward,
@@ -23,6 +27,7 @@ import {
 import { parseImageReference, qualifiedReference } from '../../shared/image-reference.js';
 import { log } from '../log.js';
 import { BlobStore, importArchive, parseDigest, type Platform, type StoredManifest } from './archive.js';
+import { PowerError } from './cluster-power.js';
 import { HostPortError, parseHostPortBody, readBody } from './host-port-spec.js';
 import { readCacheLimit } from './limit.js';
 import { TokenStore } from './tokens.js';
@@ -48,12 +53,20 @@ export interface HostPortPublisher {
   publish(cluster: string, forwards: HostPortForward[]): Promise<PublishedForward[]>;
 }
 
+/** Wakes or pauses a cluster on its front door's word; in the cache container, the broker. */
+export interface ClusterPowerClient {
+  /** A PowerError carries the status of a refusal. */
+  run(operation: PowerOperation, cluster: string): Promise<PowerAnswer>;
+}
+
 export interface ImageCacheOptions {
   platform?: Platform;
   /** Default: the tokens in <root>/tokens. */
   tokens?: TokenCheck;
   /** Default: none, and the host-port endpoint answers 502. */
   hostPorts?: HostPortPublisher;
+  /** Default: none, and the wake and sleep endpoints answer 502. */
+  power?: ClusterPowerClient;
   /** Bytes of blobs to keep. Default: <root>/limit, else the environment, else 20 GiB. */
   limit?: () => Promise<number>;
 }
@@ -176,6 +189,7 @@ export class ImageCache {
   private readonly platform: Platform;
   private readonly tokens: TokenCheck;
   private readonly hostPorts?: HostPortPublisher;
+  private readonly power?: ClusterPowerClient;
   private readonly limit: () => Promise<number>;
   private readonly exports = new Map<string, Promise<StoredManifest>>();
   /** Blobs being sent right now, with how many responses send each. */
@@ -193,6 +207,7 @@ export class ImageCache {
     this.platform = options.platform ?? hostPlatform();
     this.tokens = options.tokens ?? new TokenStore(join(root, 'tokens'));
     this.hostPorts = options.hostPorts;
+    this.power = options.power;
     this.limit = options.limit ?? (() => readCacheLimit(join(root, 'limit')));
   }
 
@@ -422,9 +437,37 @@ export class ImageCache {
     res.end(body);
   }
 
+  /**
+   * POST WAKE_PATH or SLEEP_PATH, from a cluster's front door: the token names the cluster, which is
+   * all the broker is told. Answers 200 PowerAnswer, else {message} with 401, 404, 405, 409 or 502.
+   */
+  private async handlePower(operation: PowerOperation, req: IncomingMessage, res: ServerResponse) {
+    req.resume();
+    let status = 200;
+    let answer: unknown;
+    try {
+      const cluster = await this.tokens.clusterOf?.(req.headers[TOKEN_HEADER]);
+      if (!cluster) throw new PowerError(401, `a cluster's token in ${IMAGE_CACHE.tokenHeader} is required`);
+      if (req.method !== 'POST') throw new PowerError(405, `${req.url} takes POST only`);
+      if (!this.power) throw new PowerError(502, 'this image cache has no engine broker for sleep and wake');
+      answer = await this.power.run(operation, cluster);
+    } catch (error) {
+      status = error instanceof PowerError ? error.status : 502;
+      answer = { message: ((error as Error).message ?? String(error)).split('\n')[0]! };
+    }
+    const body = JSON.stringify(answer);
+    res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+    res.end(body);
+  }
+
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if ((req.url ?? '/').split('?')[0] === HOST_PORTS_PATH) {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === HOST_PORTS_PATH) {
       await this.handleHostPorts(req, res);
+      return;
+    }
+    if (path === WAKE_PATH || path === SLEEP_PATH) {
+      await this.handlePower(path === WAKE_PATH ? 'wake' : 'sleep', req, res);
       return;
     }
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');

@@ -10,7 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHECKPOINT, controlPlaneName, varVolumeName } from '../../shared/contract.js';
+import { CHECKPOINT, controlPlaneName, LABELS, varVolumeName } from '../../shared/contract.js';
 import {
   docker,
   ensureTestImage,
@@ -38,12 +38,13 @@ async function kubectlOk(args: string[], input?: string) {
   return result.stdout;
 }
 
+/** The states of the containers that sleep: all but the front door. */
 async function containerStates(): Promise<string[]> {
   const containers = await docker().listContainers({
     all: true,
     filters: { label: [`${LABEL_CLUSTER}=${cluster}`] },
   });
-  return containers.map((c) => c.State);
+  return containers.filter((c) => c.Labels[LABELS.role] !== 'front-door').map((c) => c.State);
 }
 
 /** The control plane's daemons by name, with their process ids. */

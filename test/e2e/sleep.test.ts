@@ -3,6 +3,8 @@
 //   it was, in the same container, not restarted;
 // - stop: every container stopped; wake brings the cluster back Ready with its objects and a file a
 //   pod wrote on the node;
+// - auto-sleep: with no client for its idle time the front door has the cluster paused, and the next
+//   kubectl call wakes it and is answered; a kubectl call to a stopped cluster is answered too;
 // - bad input is refused in one line and changes nothing; a sleeping cluster can be deleted.
 
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -54,18 +56,28 @@ async function counted(): Promise<number[]> {
     .map(Number);
 }
 
+/** The states of the containers that sleep: all but the front door, which stays up to wake them. */
 async function containerStates(): Promise<string[]> {
   const containers = await docker().listContainers({
     all: true,
     filters: { label: [`${LABEL_CLUSTER}=${cluster}`] },
   });
-  return containers.map((c) => c.State);
+  return containers.filter((c) => c.Labels[LABELS.role] !== 'front-door').map((c) => c.State);
+}
+
+async function frontDoorState(): Promise<string | undefined> {
+  const [door] = await docker().listContainers({
+    all: true,
+    filters: { label: [`${LABEL_CLUSTER}=${cluster}`, `${LABELS.role}=front-door`] },
+  });
+  return door?.State;
 }
 
 interface Listed {
   name: string;
   state: string;
   sleeping?: { mode: string; since: string };
+  sleepAfter?: string;
 }
 
 async function listed(): Promise<Listed | undefined> {
@@ -93,7 +105,9 @@ describe('sleep and wake', () => {
     scratch = await mkdtemp(join(tmpdir(), 'vind-e2e-sleep-'));
     kubeconfig = join(scratch, 'kubeconfig');
     kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
-    const created = await runVind(['create', cluster, '--workers', '1'], { KUBECONFIG: kubeconfig });
+    const created = await runVind(['create', cluster, '--workers', '1', '--sleep-after', '30m'], {
+      KUBECONFIG: kubeconfig,
+    });
     expect(created.exitCode, created.stderr).toBe(0);
     await kubectlOk(
       ['apply', '-f', '-'],
@@ -139,6 +153,7 @@ describe('sleep and wake', () => {
     const slept = await runVind(['sleep', cluster, '--mode', 'pause']);
     expect(slept.exitCode, slept.stderr).toBe(0);
     expect(new Set(await containerStates())).toEqual(new Set(['paused']));
+    expect(await frontDoorState()).toBe('running');
     expect((await listed())?.sleeping?.mode).toBe('pause');
     expect((await listed())?.state).toBe('paused');
     await new Promise((resolve) => setTimeout(resolve, 3000));
@@ -170,6 +185,9 @@ describe('sleep and wake', () => {
       [['wake', cluster], `error: cluster "${cluster}" is not asleep: it is running`],
       [['sleep', 'e2e-sleep-missing'], 'error: cluster "e2e-sleep-missing" does not exist: see `vind list`'],
       [['sleep', cluster, '--mode', 'nap'], 'error: unknown sleep mode "nap": use pause, stop, checkpoint'],
+      [['sleep', cluster, '--after', '-5m'], 'error: invalid --after: invalid idle time "-5m"'],
+      [['sleep', cluster, '--after', 'soon'], 'error: invalid --after: invalid idle time "soon"'],
+      [['sleep', cluster, '--after', '1s'], 'error: invalid --after: idle time "1s" is too short'],
     ];
     for (const [args, message] of cases) {
       const result = await runVind(args);
@@ -179,6 +197,49 @@ describe('sleep and wake', () => {
     }
     expect(new Set(await containerStates())).toEqual(new Set(['running']));
     expect((await listed())?.sleeping).toBeUndefined();
+    expect((await listed())?.sleepAfter).toBe('30m');
+  });
+
+  it('pauses after its idle time without a client, and the next kubectl call wakes it and is answered', async () => {
+    const before = (await pod('counter')).status.containerStatuses![0]!;
+    const set = await runVind(['sleep', cluster, '--after', '6s']);
+    expect(set.exitCode, set.stderr).toBe(0);
+    expect(set.stderr).toContain('sleeps (pause) after 6s without a client');
+    expect((await listed())?.sleepAfter).toBe('6s');
+    // Only `vind list` from here on: it reads Docker, not the API, so it keeps nothing awake.
+    await waitFor(
+      'the cluster to pause by itself',
+      async () => ((await listed())?.sleeping?.mode === 'pause' ? true : undefined),
+      60_000,
+      500,
+    );
+    expect(new Set(await containerStates())).toEqual(new Set(['paused']));
+
+    // A plain kubectl call, with its default timeouts, wakes it and is answered.
+    const started = Date.now();
+    expect(await kubectlOk(['get', 'configmap', 'kept', '-o', 'jsonpath={.data.k}'])).toBe('v');
+    console.log(`kubectl answered from pause in ${Date.now() - started}ms`);
+    expect(new Set(await containerStates())).toEqual(new Set(['running']));
+    expect((await listed())?.sleeping).toBeUndefined();
+    const after = (await pod('counter')).status.containerStatuses![0]!;
+    expect(after.containerID).toBe(before.containerID);
+    expect(after.restartCount).toBe(before.restartCount);
+
+    const never = await runVind(['sleep', cluster, '--after', 'never']);
+    expect(never.exitCode, never.stderr).toBe(0);
+    expect((await listed())?.sleepAfter).toBeUndefined();
+  });
+
+  it('answers a kubectl call to a stopped cluster, waking it', async () => {
+    const slept = await runVind(['sleep', cluster, '--mode', 'stop']);
+    expect(slept.exitCode, slept.stderr).toBe(0);
+    expect(new Set(await containerStates())).toEqual(new Set(['exited']));
+    const started = Date.now();
+    const pods = JSON.parse(await kubectlOk(['get', 'pods', '-o', 'json'])) as { items: Pod[] };
+    console.log(`kubectl answered from stop in ${Date.now() - started}ms`);
+    expect(pods.items.map((p) => p.metadata.name).sort()).toEqual(['counter', 'writer']);
+    expect((await listed())?.sleeping).toBeUndefined();
+    await kubectlOk(['wait', '--for=condition=Ready', 'pod/writer', '--timeout=120s']);
   });
 
   it('stops every container and wakes the cluster Ready with its objects and files', async () => {

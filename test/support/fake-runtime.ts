@@ -5,6 +5,7 @@
 import { Readable } from 'node:stream';
 import {
   ADMIN_KUBECONFIG,
+  frontDoorName,
   IMAGE_CACHE,
   JOIN_FILE,
   LABELS,
@@ -17,6 +18,7 @@ import type {
   ContainerInfo,
   ContainerRuntime,
   ExecResult,
+  FrontDoorRequest,
   ImageCacheRequest,
   ImageInfo,
   LabelFilter,
@@ -164,7 +166,15 @@ export class FakeRuntime implements ContainerRuntime {
 
   private addContainer(name: string, labels: Record<string, string>, network: string): FakeContainer {
     const container: FakeContainer = {
-      info: { id: `id-${name}`, name, state: 'running', exitCode: 0, labels, networks: [network] },
+      info: {
+        id: `id-${name}`,
+        name,
+        state: 'running',
+        exitCode: 0,
+        labels,
+        networks: [network],
+        startedAt: new Date().toISOString(),
+      },
       files: new Map(),
       env: [],
     };
@@ -220,10 +230,25 @@ export class FakeRuntime implements ContainerRuntime {
     this.addContainer(IMAGE_CACHE.container, { [LABELS.role]: 'image-cache' }, request.network);
   }
 
+  async runFrontDoor(request: FrontDoorRequest): Promise<void> {
+    const name = frontDoorName(request.cluster);
+    await this.enter('runFrontDoor', name);
+    const container = this.addContainer(
+      name,
+      { [LABELS.cluster]: request.cluster, [LABELS.role]: 'front-door', ...request.labels },
+      request.network,
+    );
+    container.env = request.env;
+    container.info.image = request.image;
+  }
+
   async startContainer(name: string): Promise<void> {
     await this.enter('startContainer', name);
     const c = this.containers.get(name);
-    if (c) c.info.state = 'running';
+    if (c && c.info.state !== 'running') {
+      c.info.state = 'running';
+      c.info.startedAt = new Date().toISOString();
+    }
   }
 
   /** Restart policy per container, as `setRestartPolicy` left it. */

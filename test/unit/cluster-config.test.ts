@@ -113,6 +113,7 @@ loadBalancer:
       controlPlane: { extraPortMappings: [] },
       podSecurity: undefined,
       imageCacheLimit: undefined,
+      sleepAfterMs: undefined,
       loadBalancer: { range: { first: 128, last: 254 }, hostPorts: 'auto' },
     };
     expect(parseConfigFile(HEADER, 'dev.yaml')).toStrictEqual(empty);
@@ -255,6 +256,7 @@ describe('resolveClusterConfig', () => {
       podSecurity: 'privileged',
       reuseDatastore: false,
       loadBalancer: { range: { first: 128, last: 254 }, hostPorts: 'auto' },
+      sleepAfterMs: 0,
     });
   });
 

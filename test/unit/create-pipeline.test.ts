@@ -77,6 +77,7 @@ describe('create against a fake runtime', () => {
     expect(created.context).toBe('vind-unit');
     expect(runtime.leftovers().sort()).toEqual([
       'container unit-control-plane',
+      'container unit-front-door',
       'container unit-worker',
       'container unit-worker2',
       'container vind-image-cache',

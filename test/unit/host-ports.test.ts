@@ -2,6 +2,8 @@
 // the forwarder container, the reconcile against a fake engine, the broker's operation and the
 // registry's endpoint, and which cluster a token belongs to.
 
+import { runtimeSleepEngine } from '../../cli/sleep.js';
+import { FakeRuntime } from '../support/fake-runtime.js';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, request, type Server } from 'node:http';
@@ -672,6 +674,7 @@ describe('the broker’s host-port operation', () => {
       createContainer: (name, body) => docker.createContainer(name, body),
       startContainer: (id) => docker.startContainer(id),
       removeContainer: (id) => docker.removeContainer(id),
+      sleep: runtimeSleepEngine(new FakeRuntime()),
     };
     socket = join(scratch, 'broker', 'engine.sock');
     server = await startBroker(socket, engine, { ownImage: async () => IMAGE });

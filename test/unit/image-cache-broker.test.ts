@@ -16,6 +16,8 @@ import {
   startBroker,
 } from '../../node-agent/image-cache/broker.js';
 import type { HostPortEngine } from '../../node-agent/image-cache/host-ports.js';
+import { runtimeSleepEngine } from '../../cli/sleep.js';
+import { FakeRuntime } from '../support/fake-runtime.js';
 import { closeToOthers, giveTo, REGISTRY_USER } from '../../node-agent/image-cache/isolation.js';
 import { Supervisor } from '../../node-agent/supervisor.js';
 import { poll } from '../../shared/poll.js';
@@ -46,7 +48,8 @@ function raw(socketPath: string, method: string, path: string): Promise<{ status
 }
 
 /** An engine without containers or networks, for the image operations. */
-const noContainers: HostPortEngine = {
+const noContainers: HostPortEngine & Pick<Engine, 'sleep'> = {
+  sleep: runtimeSleepEngine(new FakeRuntime()),
   inspectNetwork: async () => undefined,
   listContainers: async () => [],
   inspectContainer: async () => undefined,

@@ -1,5 +1,5 @@
-// Every container at once: the control plane, the workers and (if this host has none yet) the image
-// cache. Workers bring up containerd and their preloaded images while the control plane boots, and
+// Every container at once: the control plane, the workers, the front door (the API port) and (if this
+// host has none yet) the image cache. Workers bring up containerd and their preloaded images while the control plane boots, and
 // join once it hands out the join information. The cluster's token for the image cache is made here:
 // the workers get it in their settings, the cache once it runs.
 
@@ -7,7 +7,9 @@ import {
   API_SERVER_PORT,
   controlPlaneName,
   DATASTORE_URL_FILE,
+  encodeFrontDoorEnv,
   encodeNodeEnv,
+  frontDoorName,
   IMAGE_CACHE_URL,
   LABELS,
   networkName,
@@ -25,7 +27,8 @@ import {
   removeCacheToken,
   removeImageCache,
 } from '../../image-cache.js';
-import type { NodeRequest } from '../../runtime/runtime.js';
+import { formatSleepAfter } from '../../duration.js';
+import type { FrontDoorRequest, NodeRequest } from '../../runtime/runtime.js';
 import { allSettledOrThrow, type Step } from '../pipeline.js';
 import { type CreateState, need } from '../state.js';
 
@@ -66,10 +69,8 @@ export function nodeRequests(state: CreateState, cacheToken: string): NodeReques
       config.datastore.kind === 'sqlite'
         ? []
         : [{ path: DATASTORE_URL_FILE, content: config.datastore.url, mode: 0o600 }],
-    ports: [
-      { containerPort: API_SERVER_PORT, hostPort: apiPort, listenAddress: '127.0.0.1', protocol: 'TCP' },
-      ...config.controlPlane.extraPortMappings,
-    ],
+    // The API server's host port is the front door's.
+    ports: config.controlPlane.extraPortMappings,
     labels: {
       [LABELS.kubernetesVersion]: config.kubernetesVersion,
       [LABELS.apiPort]: String(apiPort),
@@ -94,6 +95,31 @@ export function nodeRequests(state: CreateState, cacheToken: string): NodeReques
     labels: { [LABELS.kubernetesVersion]: config.kubernetesVersion },
   }));
   return [controlPlane, ...workers];
+}
+
+/** The front door holds the API port on the host's 127.0.0.1 and wakes the cluster on demand. */
+export function frontDoorRequest(state: CreateState, cacheToken: string): FrontDoorRequest {
+  const { config } = state;
+  const plan = need(state.plan, 'the address plan');
+  return {
+    cluster: config.name,
+    image: config.image,
+    network: networkName(config.name),
+    port: {
+      containerPort: API_SERVER_PORT,
+      hostPort: need(state.apiPort, 'the API server port'),
+      listenAddress: '127.0.0.1',
+      protocol: 'TCP',
+    },
+    env: encodeFrontDoorEnv({
+      cluster: config.name,
+      upstream: { host: plan.controlPlane, port: API_SERVER_PORT },
+      imageCache: IMAGE_CACHE_URL,
+      imageCacheToken: cacheToken,
+      sleepAfterMs: config.sleepAfterMs,
+    }),
+    labels: config.sleepAfterMs > 0 ? { [LABELS.sleepAfter]: formatSleepAfter(config.sleepAfterMs) } : {},
+  };
 }
 
 export const startContainers: Step<CreateState> = {
@@ -121,12 +147,14 @@ export const startContainers: Step<CreateState> = {
         if (ours.some((v) => v.name === volume)) await runtime.removeVolume(volume);
       });
     }
+    undo(() => runtime.removeContainer(frontDoorName(config.name)));
     await allSettledOrThrow([
       ensureImageCache(runtime, config.image, network).then(async () => {
         await registerCacheToken(runtime, config.name, token);
         if (config.imageCacheLimit) await setCacheLimit(runtime, config.imageCacheLimit);
       }),
       ...requests.map((request) => runtime.runNode(request)),
+      runtime.runFrontDoor(frontDoorRequest(state, token)),
     ]);
   },
 };
