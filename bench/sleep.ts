@@ -3,7 +3,9 @@
 //
 //   node dist/bench/sleep.js [--runs 3]     per mode (pause, stop, checkpoint): sleep time, wake time to the API answering
 //                                           and to every node and pod Ready, and the cluster's
-//                                           memory and CPU awake-idle versus asleep
+//                                           memory and CPU awake-idle versus asleep; then per mode a
+//                                           wake on demand: a plain `kubectl get pods` to the sleeping
+//                                           cluster, timed until it is answered
 //   node dist/bench/sleep.js --soak [--pauses 100] [--stops 20]
 //                                           that many pause/wake and stop/wake cycles in a row:
 //                                           failures, objects lost, and the wake times' spread
@@ -48,6 +50,7 @@ const OBJECTS = 50;
 
 let kubeconfig = '';
 let target: KubeTarget;
+let kubectl: ReturnType<typeof kubectlFor>;
 
 async function vind(args: string[]): Promise<number> {
   const started = performance.now();
@@ -159,7 +162,7 @@ async function setUp(): Promise<void> {
   const created = await vind(['create', cluster, '--workers', '2']);
   console.log(`  cluster created in ${formatDuration(created)}`);
   target = targetFromKubeconfig(await readFile(kubeconfig, 'utf8'));
-  const kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
+  kubectl = kubectlFor(await kubectlBinary(), kubeconfig);
   const counter = {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -209,6 +212,24 @@ async function figures(): Promise<void> {
         `  ${mode} run ${i + 1}: sleep ${formatDuration(slept)}; asleep ${asleep}; wake: API answering after ${formatDuration(woke.api)}, command ${formatDuration(woke.command)}, every node and pod Ready after ${formatDuration(woke.settled)}`,
       );
     }
+  }
+  for (const mode of ['pause', 'stop', 'checkpoint'] as const) {
+    const sleptAt = Date.now();
+    await vind(['sleep', cluster, '--mode', mode]);
+    // Asleep a while, as a cluster a client comes back to.
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const started = performance.now();
+    const answered = await kubectl(['get', 'pods']);
+    const answer = performance.now() - started;
+    if (answered.exitCode !== 0) throw new Error(`kubectl get pods after ${mode}: ${answered.stderr.trim()}`);
+    for (;;) {
+      if (await allReady(mode === 'pause' ? undefined : sleptAt).catch(() => false)) break;
+      if (performance.now() - started > 120_000) throw new Error('the cluster did not settle in 120 s');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    console.log(
+      `  ${mode}, woken on demand: \`kubectl get pods\` answered after ${formatDuration(answer)}, every node and pod Ready after ${formatDuration(performance.now() - started)}`,
+    );
   }
 }
 

@@ -222,7 +222,7 @@ describe('vind create refuses bad input and cleans up after faults', () => {
     expect(again.exitCode).not.toBe(0);
     expect(again.stderr).toMatch(
       new RegExp(
-        `error: check host failed: cluster "${name}" has remains of an earlier create that did not finish \\(2 containers, 2 volumes, its network\\): remove them with \`vind delete ${name}\``,
+        `error: check host failed: cluster "${name}" has remains of an earlier create that did not finish \\(3 containers, 2 volumes, its network\\): remove them with \`vind delete ${name}\``,
       ),
     );
     const deleted = await runVind(['delete', name], env);
