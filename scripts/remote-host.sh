@@ -19,22 +19,28 @@
 # The host's firewall decides what the stand-in can do. Three chains (VIND-REMOTE-IN from INPUT,
 # VIND-REMOTE-FWD from DOCKER-USER, VIND-REMOTE-OUT from OUTPUT), each jump matching vind-rh0 only and
 # tagged with the comment `vind-remote`, so `stop` removes exactly what `start` added. The chains never
-# accept anything: they return (leave the decision to the rules that follow), reject or drop.
+# accept anything: they return (leave the decision to the rules that follow), reject or drop. Who began
+# a flow is conntrack's direction of the packet (ORIGINAL or REPLY), so a switch of mode also cuts the
+# flows already open in the direction it closes, as a real change of network would.
 #   Always: the stand-in reaches this host's own 10.251.0.1 and nothing else: not the host's other
 #     addresses, not the containers on the host's Docker networks (a published port of the host counts:
 #     it arrives at 10.251.0.1 and is DNAT'd, so the forwarding rule looks at the conntrack *original*
-#     destination), never anything off the machine (nothing is forwarded from vind-rh0 to the default
-#     route, and there is no masquerade for 10.251.0.0/30). Refused with icmp-admin-prohibited, at once.
+#     destination), never anything off the machine (nothing it begins is forwarded but to what 10.251.0.1
+#     publishes, a source other than 10.251.0.2 is dropped, so no answer goes out by the default route,
+#     and there is no masquerade for 10.251.0.0/30). Refused with icmp-admin-prohibited, at once.
 #   nat (the default): the remote is behind NAT. It dials out to 10.251.0.1; this host and its
-#     containers cannot open a new flow to 10.251.0.2, only replies return (dropped, as a NAT drops).
+#     containers cannot begin a flow with 10.251.0.2, only replies return (dropped, as a NAT drops).
 #   public: this host and its containers dial the ports the remote's engine publishes on 10.251.0.2;
-#     the remote cannot open a new flow to the host, only replies return (dropped).
+#     the remote cannot begin a flow with the host, only replies return (dropped).
 #
 # `stop` removes the engine's containers first, stops only the dockerd this script started (by the PID
-# in its pidfile, checked against its command line) and the containerd that dockerd started, then the
-# namespace, the veth and every tagged rule. It cleans up after a half-failed start too (`start` calls
-# it when a step fails). The data root /var/lib/vind-remote is kept by default: it caches the images
-# copied into the stand-in; `stop --purge` deletes it.
+# in its pidfile, checked against its command line) and the containerd that dockerd started (by its
+# PID file), then the namespace, the veth and every tagged rule. After an engine that died with its
+# containers running, it also ends what they left: their processes (all in the engine's cgroup parent
+# `vind-remote`) and their shims (whose working directory is their bundle under our exec root). It
+# cleans up after a half-failed start too (`start` calls it when a step fails). The data root
+# /var/lib/vind-remote is kept by default: it caches the images copied into the stand-in; `stop --purge`
+# deletes it.
 set -euo pipefail
 
 NAME=vind-remote
@@ -149,6 +155,56 @@ containerd_pid() {
     echo "$pid"
 }
 
+# The processes of the stand-in's containers: all of them sit under its engine's cgroup parent.
+container_pids() {
+  local dir
+  for dir in /sys/fs/cgroup/"$NAME" /sys/fs/cgroup/*/"$NAME"; do
+    [ -d "$dir" ] || continue
+    find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null || true
+  done | sort -un
+}
+
+# The containerd shims of the stand-in's containers. A shim keeps its container's bundle folder, under
+# our exec root, as its working directory, and names our containerd's socket on its command line.
+shim_pids() {
+  local tasks=$STATE/docker/containerd/daemon/io.containerd.runtime.v2.task/ cwd pid
+  for cwd in /proc/[0-9]*/cwd; do
+    [[ "$(readlink "$cwd" 2>/dev/null)" == "$tasks"* ]] || continue
+    pid=${cwd#/proc/}
+    pid=${pid%/cwd}
+    [[ "$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" == *"containerd-shim"*"$STATE/docker/containerd/containerd.sock"* ]] &&
+      echo "$pid"
+  done
+  return 0
+}
+
+# After an engine that died without removing its containers: their processes, then their shims (which
+# outlive containerd by design), then the cgroups. Normally there is nothing left but empty cgroups.
+remove_container_leftovers() {
+  local pids
+  pids=$(container_pids)
+  if [ -n "$pids" ]; then
+    # shellcheck disable=SC2086 # one PID per word
+    kill -KILL $pids 2>/dev/null || true
+    say "killed $(wc -w <<<"$pids") process(es) left by the stand-in's containers"
+  fi
+  pids=$(shim_pids)
+  if [ -n "$pids" ]; then
+    # shellcheck disable=SC2086 # one PID per word
+    kill -KILL $pids 2>/dev/null || true
+    say "killed $(wc -w <<<"$pids") containerd shim(s) of the stand-in"
+  fi
+  for _ in $(seq 1 20); do
+    [ -z "$(container_pids)" ] && break
+    sleep 0.25
+  done
+  local dir
+  for dir in /sys/fs/cgroup/"$NAME" /sys/fs/cgroup/*/"$NAME"; do
+    [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  return 0
+}
+
 is_running() {
   engine_pid >/dev/null && [ -e "$NETNS_FILE" ] && rdocker info >/dev/null 2>&1
 }
@@ -232,39 +288,49 @@ JUMPS=(
   "OUTPUT -o $HOST_IF -j $CHAIN_OUT"
 )
 
-# fill_chains MODE: rewrites our three chains for the mode. The jumps stay, so the switch leaves no
-# moment without the "always" rules for longer than a flush and a few appends.
+# fill_chains MODE: rewrites our three chains for the mode. Who began a flow is read from conntrack's
+# direction: a packet arriving from vind-rh0 in the ORIGINAL direction belongs to a flow the stand-in
+# began, in the REPLY direction to one this host (or one of its containers) began; the other way round
+# for packets leaving to vind-rh0. So a switch of mode cuts at once the flows begun in the direction it
+# closes, as a real change of network would; replies in the direction it keeps still pass.
 fill_chains() {
-  local mode=$1 reject=(-j REJECT --reject-with icmp-admin-prohibited)
-  local chain
+  local mode=$1 reject=(-j REJECT --reject-with icmp-admin-prohibited) chain
   for chain in "$CHAIN_IN" "$CHAIN_FWD" "$CHAIN_OUT"; do
     ipt -N "$chain" 2>/dev/null || true
     ipt -F "$chain"
-    # Replies to flows that were allowed to begin are always let through.
-    ipt -A "$chain" -m conntrack --ctstate RELATED,ESTABLISHED "${TAGGED[@]}" -j RETURN
+    # Packets conntrack cannot place belong to no flow that was allowed.
+    ipt -A "$chain" -m conntrack --ctstate INVALID "${TAGGED[@]}" -j DROP
   done
-  # Always: to this host itself, only its veth address.
+  # Always: from the stand-in only its own address (the host would answer any other one through its
+  # default route, off the machine), to this host only its veth address, and forwarded only what the
+  # stand-in sent to that address (a port the host publishes, DNAT'd: hence the original destination).
+  ipt -A "$CHAIN_IN" ! -s "$REMOTE_ADDR" "${TAGGED[@]}" -j DROP
   ipt -A "$CHAIN_IN" ! -d "$HOST_ADDR" "${TAGGED[@]}" "${reject[@]}"
-  # Always: forwarded from the stand-in only what it sent to 10.251.0.1 (a port the host publishes);
-  # never a host network directly, never off the machine.
-  ipt -A "$CHAIN_FWD" -i "$HOST_IF" -m conntrack ! --ctorigdst "$HOST_ADDR" "${TAGGED[@]}" "${reject[@]}"
+  ipt -A "$CHAIN_FWD" -i "$HOST_IF" ! -s "$REMOTE_ADDR" "${TAGGED[@]}" -j DROP
+  ipt -A "$CHAIN_FWD" -i "$HOST_IF" -m conntrack --ctdir ORIGINAL -m conntrack ! --ctorigdst "$HOST_ADDR" \
+    "${TAGGED[@]}" "${reject[@]}"
   case "$mode" in
   nat)
-    # Nothing new reaches the remote, neither from the host nor from its containers.
-    ipt -A "$CHAIN_OUT" "${TAGGED[@]}" -j DROP
-    ipt -A "$CHAIN_FWD" -o "$HOST_IF" "${TAGGED[@]}" -j DROP
+    # The host and its containers begin nothing with the stand-in; it begins what it likes with 10.251.0.1.
+    ipt -A "$CHAIN_IN" -m conntrack --ctdir REPLY "${TAGGED[@]}" -j DROP
+    ipt -A "$CHAIN_OUT" -m conntrack --ctdir ORIGINAL "${TAGGED[@]}" -j DROP
+    ipt -A "$CHAIN_FWD" -i "$HOST_IF" -m conntrack --ctdir REPLY "${TAGGED[@]}" -j DROP
+    ipt -A "$CHAIN_FWD" -o "$HOST_IF" -m conntrack --ctdir ORIGINAL "${TAGGED[@]}" -j DROP
     ;;
   public)
-    # Nothing new reaches the host from the remote.
-    ipt -A "$CHAIN_IN" "${TAGGED[@]}" -j DROP
-    ipt -A "$CHAIN_FWD" -i "$HOST_IF" "${TAGGED[@]}" -j DROP
-    # The host's containers may dial the remote (Docker masquerades them as 10.251.0.1); nothing else
-    # is forwarded to it.
-    ipt -A "$CHAIN_FWD" -o "$HOST_IF" -i docker0 "${TAGGED[@]}" -j RETURN
-    ipt -A "$CHAIN_FWD" -o "$HOST_IF" -i br-+ "${TAGGED[@]}" -j RETURN
-    ipt -A "$CHAIN_FWD" -o "$HOST_IF" "${TAGGED[@]}" "${reject[@]}"
+    # The stand-in begins nothing with the host; the host and its containers dial what it publishes.
+    # (The host's own refusals, ICMP errors related to the stand-in's flows, still reach it.)
+    ipt -A "$CHAIN_IN" -m conntrack --ctdir ORIGINAL "${TAGGED[@]}" -j DROP
+    ipt -A "$CHAIN_OUT" -m conntrack --ctdir REPLY -m conntrack ! --ctstate RELATED "${TAGGED[@]}" -j DROP
+    ipt -A "$CHAIN_FWD" -i "$HOST_IF" -m conntrack --ctdir ORIGINAL "${TAGGED[@]}" -j DROP
+    ipt -A "$CHAIN_FWD" -o "$HOST_IF" -m conntrack --ctdir REPLY "${TAGGED[@]}" -j DROP
     ;;
   esac
+  # Always: forwarded to the stand-in only from the host's Docker bridges (Docker masquerades those
+  # containers as 10.251.0.1), never from the world outside.
+  ipt -A "$CHAIN_FWD" -o "$HOST_IF" -i docker0 "${TAGGED[@]}" -j RETURN
+  ipt -A "$CHAIN_FWD" -o "$HOST_IF" -i br-+ "${TAGGED[@]}" -j RETURN
+  ipt -A "$CHAIN_FWD" -o "$HOST_IF" "${TAGGED[@]}" "${reject[@]}"
   echo "$mode" >"$MODE_FILE"
 }
 
@@ -369,6 +435,7 @@ cmd_stop() {
   fi
   # dockerd stops the containerd it started; after a killed dockerd it may be left.
   if pid=$(containerd_pid); then stop_pid "$pid" "the stand-in's containerd"; fi
+  remove_container_leftovers
   unmount_leftovers
   remove_firewall
   if ip link show "$HOST_IF" >/dev/null 2>&1; then ip link del "$HOST_IF"; fi
