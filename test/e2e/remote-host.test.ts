@@ -3,7 +3,7 @@
 // NAT nothing reaches it, in `public` mode the host and its containers reach what it publishes while it
 // cannot dial the host. Every refusal follows a positive control that shows the same path working.
 
-import { createServer, connect, type Server } from 'node:net';
+import { createServer, connect, type Server, type Socket } from 'node:net';
 import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DockerRuntime, dockerRuntime } from '../../cli/runtime/docker-runtime.js';
@@ -17,16 +17,20 @@ import {
   startRemoteHost,
   stopRemoteHost,
 } from '../support/remote-host.js';
-import { NODE_IMAGE, docker, requireNodeImage, uniqueName } from './helpers.js';
+import { NODE_IMAGE, docker, requireNodeImage, uniqueName, waitFor } from './helpers.js';
 
 const TEST_LABEL = { 'dev.vind.test': 'remote-host' };
 const PORT = 8080;
+const ECHO_PORT = 8081;
 /** A refused connection fails at once; a dropped one takes this long to give up on. */
 const CONNECT_TIMEOUT_S = 3;
 
-/** A TCP server that answers every connection with one line and closes it. */
+/** A TCP server that answers every connection with one line and closes it; and an echo server. */
 function serverScript(answer: string): string[] {
-  const source = `require('net').createServer((c) => c.end(${JSON.stringify(`${answer}\n`)})).listen(${PORT})`;
+  const source =
+    `const net = require('net');` +
+    `net.createServer((c) => c.end(${JSON.stringify(`${answer}\n`)})).listen(${PORT});` +
+    `net.createServer((c) => c.pipe(c)).listen(${ECHO_PORT});`;
   return ['/usr/bin/tini', '--', '/usr/bin/node', '-e', source];
 }
 const IDLE = ['/usr/bin/tini', '--', 'sleep', 'infinity'];
@@ -63,6 +67,22 @@ function answerFromHost(address: string, port: number): Promise<string | undefin
   });
 }
 
+/** Sends a line on an open connection to an echo server; the line echoed, or undefined if none came. */
+function echoed(socket: Socket, line: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const onData = (chunk: Buffer) => {
+      clearTimeout(timer);
+      resolve(chunk.toString().trim());
+    };
+    const timer = setTimeout(() => {
+      socket.off('data', onData);
+      resolve(undefined);
+    }, CONNECT_TIMEOUT_S * 1000);
+    socket.once('data', onData);
+    socket.write(`${line}\n`);
+  });
+}
+
 /** Connects from inside a container; the answer line, or undefined when it could not connect. */
 async function answerFromContainer(
   runtime: DockerRuntime,
@@ -94,10 +114,12 @@ async function run(
     Entrypoint: entrypoint,
     Cmd: [],
     Labels: TEST_LABEL,
-    ExposedPorts: options.publish ? { [`${PORT}/tcp`]: {} } : undefined,
+    ExposedPorts: options.publish ? { [`${PORT}/tcp`]: {}, [`${ECHO_PORT}/tcp`]: {} } : undefined,
     HostConfig: {
       NetworkMode: options.network ?? 'bridge',
-      PortBindings: options.publish ? { [`${PORT}/tcp`]: [{ HostPort: '' }] } : undefined,
+      PortBindings: options.publish
+        ? { [`${PORT}/tcp`]: [{ HostPort: '' }], [`${ECHO_PORT}/tcp`]: [{ HostPort: '' }] }
+        : undefined,
     },
   });
   await container.start();
@@ -111,11 +133,11 @@ async function addressOf(client: Docker, name: string, network: string): Promise
   return address;
 }
 
-async function publishedPort(client: Docker, name: string): Promise<number> {
+async function publishedPort(client: Docker, name: string, port = PORT): Promise<number> {
   const info = await client.getContainer(name).inspect();
-  const port = info.NetworkSettings.Ports[`${PORT}/tcp`]?.[0]?.HostPort;
-  if (!port) throw new Error(`${name} publishes no port`);
-  return Number(port);
+  const published = info.NetworkSettings.Ports[`${port}/tcp`]?.[0]?.HostPort;
+  if (!published) throw new Error(`${name} does not publish ${port}`);
+  return Number(published);
 }
 
 async function removeLabelled(client: Docker): Promise<void> {
@@ -146,6 +168,7 @@ describe('the remote-host stand-in', () => {
   let targetHostPort = 0;
   let remoteServerAddress = '';
   let remoteServerPort = 0;
+  let remoteEchoPort = 0;
 
   beforeAll(async () => {
     await requireNodeImage();
@@ -176,6 +199,19 @@ describe('the remote-host stand-in', () => {
     targetHostPort = await publishedPort(docker(), hostTarget);
     remoteServerAddress = await addressOf(remoteDocker, remoteServer, 'bridge');
     remoteServerPort = await publishedPort(remoteDocker, remoteServer);
+    remoteEchoPort = await publishedPort(remoteDocker, remoteServer, ECHO_PORT);
+    // Node takes a moment to listen: both servers answer before any test relies on them.
+    await waitFor(
+      'the servers to listen',
+      async () =>
+        (await answerFromHost(targetAddress, PORT)) === 'host-container' &&
+        (await answerFromContainer(remoteRuntime(), remoteClient, remoteServerAddress, PORT)) ===
+          'remote-container'
+          ? true
+          : undefined,
+      30_000,
+    );
+    console.log(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   });
 
   afterAll(async () => {
@@ -255,8 +291,24 @@ describe('the remote-host stand-in', () => {
     ).toBeUndefined();
   });
 
-  it('back to nat: the host cannot reach it again, and it can dial the host again', async () => {
-    await setRemoteMode('nat');
+  it('a switch to nat cuts a connection the host began in public mode', async () => {
+    const socket = connect({ host: REMOTE_HOST.remoteAddress, port: remoteEchoPort });
+    socket.on('error', () => undefined);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('connect', resolve);
+        socket.once('error', reject);
+      });
+      expect(await echoed(socket, 'one')).toBe('one');
+      await setRemoteMode('nat');
+      expect(await echoed(socket, 'two')).toBeUndefined();
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  it('back in nat mode: the host cannot reach it, and it can dial the host again', async () => {
+    expect(await remoteHostStatus()).toMatchObject({ running: true, mode: 'nat' });
     expect(await answerFromHost(REMOTE_HOST.remoteAddress, remoteServerPort)).toBeUndefined();
     expect(
       await answerFromContainer(remoteRuntime(), remoteClient, REMOTE_HOST.hostAddress, hostListenerPort),
