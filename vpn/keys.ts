@@ -1,7 +1,7 @@
-// WireGuard keys are x25519 key pairs, written as base64 of the raw 32 bytes. A private key never
-// leaves the machine that made it; peers learn each other's public keys only.
+// WireGuard keys are x25519 key pairs (and optional preshared keys), written as base64 of the raw 32
+// bytes. A private key never leaves the machine that made it; peers learn each other's public keys only.
 
-import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 
 // DER prefixes of the PKCS#8 and SPKI encodings of an X25519 key; the raw key follows.
 const PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
@@ -25,6 +25,11 @@ export function generateKeyPair(): WireGuardKeyPair {
   const raw = privateKey.export({ format: 'der', type: 'pkcs8' }).subarray(PKCS8_PREFIX.length);
   const encoded = Buffer.from(raw).toString('base64');
   return { privateKey: encoded, publicKey: publicKeyOf(encoded) };
+}
+
+/** A preshared key, as `wg genpsk` makes it: 32 random bytes. It adds a symmetric secret to the handshake. */
+export function generatePresharedKey(): string {
+  return randomBytes(32).toString('base64');
 }
 
 /** The public key of a private key, as `wg pubkey` prints it. */

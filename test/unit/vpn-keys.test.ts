@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { generateKeyPair, isValidKey, publicKeyOf } from '../../vpn/keys.js';
+import { generateKeyPair, generatePresharedKey, isValidKey, publicKeyOf } from '../../vpn/keys.js';
 
 describe('WireGuard keys', () => {
   it('derives the public key of the RFC 7748 test vector', () => {
@@ -29,5 +29,11 @@ describe('WireGuard keys', () => {
   it('rejects text that is not a 32-byte base64 key', () => {
     expect(isValidKey('short')).toBe(false);
     expect(() => publicKeyOf('not a key')).toThrow(/44 characters of base64/);
+  });
+
+  it('generates preshared keys of 32 random bytes', () => {
+    const a = generatePresharedKey();
+    expect(isValidKey(a)).toBe(true);
+    expect(a).not.toBe(generatePresharedKey());
   });
 });
