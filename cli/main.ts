@@ -4,6 +4,7 @@
 import { Command } from 'commander';
 import { registerCacheCommands, registerClusterCommands } from './commands/cluster.js';
 import { registerImageCommands } from './commands/image.js';
+import { registerNodeCommands } from './commands/node.js';
 import { describeError, VindError } from '../shared/errors.js';
 import { StepError } from './progress.js';
 import { VIND_VERSION } from '../shared/contract.js';
@@ -18,6 +19,7 @@ program
 registerClusterCommands(program);
 registerCacheCommands(program);
 registerImageCommands(program);
+registerNodeCommands(program);
 
 function fail(error: unknown): never {
   if (error instanceof StepError) {

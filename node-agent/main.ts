@@ -1,7 +1,8 @@
 // node-agent: the entry point of every node container (under tini, which reaps orphans).
 // The container command names the role: `control-plane`, `worker` or `image-cache`; the image cache
 // starts its registry as `image-cache-registry`, and a forwarder container per LoadBalancer address
-// as `host-port`; each cluster's front door (its API port, wake on demand) runs as `front-door`. Progress and failures go to /run/vind/status for the CLI, and to stdout for
+// as `host-port`; each cluster's front door (its API port, wake on demand) runs as `front-door`, and
+// the WireGuard hub of a cluster with remote nodes as `hub`. Progress and failures go to /run/vind/status for the CLI, and to stdout for
 // `docker logs`. `checkpoint`, run with `docker exec` in a control plane, asks its running agent to
 // checkpoint the daemons (sleep mode checkpoint) and prints the report.
 
@@ -9,6 +10,7 @@ import { requestCheckpoint } from './checkpoint.js';
 import { runControlPlane } from './control-plane.js';
 import { runFrontDoor } from './front-door.js';
 import { runHostPort } from './host-port.js';
+import { runHub } from './hub.js';
 import { imageCacheCommand, runImageCache, runImageCacheRegistry } from './image-cache/main.js';
 import { log } from './log.js';
 import { isPermanent, ReasonedError, retryDelay, setStatus } from './status.js';
@@ -19,6 +21,7 @@ const ROLES = {
   'control-plane': runControlPlane,
   worker: runWorker,
   'image-cache': runImageCache,
+  hub: runHub,
 } as const;
 
 type Role = keyof typeof ROLES;

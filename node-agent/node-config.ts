@@ -59,7 +59,11 @@ export function kubeletConfig(settings: KubeletSettings): string {
   });
 }
 
-export function kubeletArgs(settings: KubeletSettings, labels: Record<string, string>): string[] {
+export function kubeletArgs(
+  settings: KubeletSettings,
+  labels: Record<string, string>,
+  taints: string[] = [],
+): string[] {
   const args = [
     `--config=${KUBELET_DIR}/config.yaml`,
     `--bootstrap-kubeconfig=${BOOTSTRAP_KUBECONFIG}`,
@@ -72,6 +76,7 @@ export function kubeletArgs(settings: KubeletSettings, labels: Record<string, st
     .map(([k, v]) => `${k}=${v}`)
     .join(',');
   if (labelText) args.push(`--node-labels=${labelText}`);
+  if (taints.length > 0) args.push(`--register-with-taints=${taints.join(',')}`);
   return args;
 }
 

@@ -2,12 +2,13 @@
 // podCIDR, kube-proxy, and routes to every other node's podCIDR.
 
 import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { writeFileAtomic } from '../shared/atomic-write.js';
 import {
   clusterDnsAddress,
   decodeNodeEnv,
+  IMAGE_CACHE_URL,
   JOIN_FILE,
   parseJoinInfo,
   PAUSE_IMAGE,
@@ -16,6 +17,7 @@ import {
 } from '../shared/contract.js';
 import { kubeGet, type KubeNode, type KubeTarget, targetFromKubeconfig } from '../shared/kubernetes.js';
 import { poll } from '../shared/poll.js';
+import { HUB } from '../shared/remote-nodes.js';
 import { importPreloadedImages, startContainerd } from './containerd.js';
 import { bootstrapKubeconfig, discover, type JoinConfig } from './join.js';
 import { log } from './log.js';
@@ -36,6 +38,7 @@ import {
 import { announceLoadBalancers } from './load-balancer/announcer.js';
 import { keepPodRoutes } from './pod-routes.js';
 import { prepareNode } from './prepare.js';
+import { remoteTunnel } from './remote-tunnel.js';
 import { installSafetyNet } from './safety-net.js';
 import { settingsOrStop, setStatus } from './status.js';
 import type { Supervisor } from './supervisor.js';
@@ -97,10 +100,68 @@ async function joinConfig(settings: WorkerSettings): Promise<JoinConfig> {
   );
 }
 
+/**
+ * A remote node: the tunnel to the hub first (its routes replace the safety net's for the cluster's
+ * networks: the hub refuses what nothing in the cluster routes), then what the hub answered: the
+ * image cache by its address (Docker's DNS on this machine does not know it), the join, labels and
+ * taints.
+ */
+async function joinThroughHub(settings: WorkerSettings): Promise<{
+  settings: WorkerSettings;
+  taints: string[];
+}> {
+  if (settings.join.kind !== 'remote') return { settings, taints: [] };
+  await setStatus('starting', 'bringing up the tunnel to the hub');
+  const answer = await remoteTunnel(settings.join.remote, settings.nodeIp);
+  await mssClamp(HUB.interface);
+  if (answer.imageCache) {
+    const hosts = await readFile('/etc/hosts', 'utf8');
+    const name = new URL(settings.imageCache ?? IMAGE_CACHE_URL).hostname;
+    const kept = hosts.split('\n').filter((line) => !line.trim().endsWith(` ${name}`));
+    await writeFile(
+      '/etc/hosts',
+      `${[...kept.filter((l) => l !== ''), `${answer.imageCache.address} ${name}`].join('\n')}\n`,
+    );
+  }
+  return {
+    settings: {
+      ...settings,
+      imageCache: answer.imageCache ? (settings.imageCache ?? IMAGE_CACHE_URL) : undefined,
+      imageCacheToken: answer.imageCache?.token,
+      labels: { ...answer.labels, ...settings.labels },
+      join: { kind: 'inline', join: answer.join },
+    },
+    taints: answer.taints,
+  };
+}
+
+/** TCP through the tunnel keeps to its MTU, whatever the pods' own MTU (both directions). */
+export async function mssClamp(device: string): Promise<void> {
+  for (const direction of ['-o', '-i']) {
+    await iptables([
+      '-A',
+      'FORWARD',
+      '-t',
+      'mangle',
+      direction,
+      device,
+      '-p',
+      'tcp',
+      '--tcp-flags',
+      'SYN,RST',
+      'SYN',
+      '-j',
+      'TCPMSS',
+      '--clamp-mss-to-pmtu',
+    ]);
+  }
+}
+
 export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Promise<void> {
-  const settings = settingsOrStop(() => decodeNodeEnv('worker', process.env)) as WorkerSettings;
+  const given = settingsOrStop(() => decodeNodeEnv('worker', process.env)) as WorkerSettings;
   const environment = await prepareNode();
-  await installSafetyNet(settings);
+  await installSafetyNet(given);
+  const { settings, taints } = await joinThroughHub(given);
   await startContainerd(supervisor, {
     sandboxImage: PAUSE_IMAGE,
     restrictOomScoreAdj: !environment.canLowerOomScore,
@@ -147,7 +208,11 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
   await forwardDnsToDocker(settings.nodeIp);
   await mkdir(KUBELET_DIR, { recursive: true });
   await writeFileAtomic(`${KUBELET_DIR}/config.yaml`, kubeletConfig(kubelet));
-  supervisor.start({ name: 'kubelet', command: 'kubelet', args: kubeletArgs(kubelet, settings.labels) });
+  supervisor.start({
+    name: 'kubelet',
+    command: 'kubelet',
+    args: kubeletArgs(kubelet, settings.labels, taints),
+  });
 
   // TLS bootstrap done: the kubelet wrote its own kubeconfig with a signed client certificate.
   const target = await poll(

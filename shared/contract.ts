@@ -3,6 +3,7 @@
 // files the agent writes for the CLI (status, join information) and how a node's settings travel
 // from the CLI to the agent (container environment). Either side changes only through this module.
 
+import type { RemoteSettings } from './remote-nodes.js';
 import { hostAddress, ipToInt, parseCidr } from './subnets.js';
 
 export const VIND_VERSION = '0.1.0';
@@ -25,13 +26,15 @@ export const LABELS = {
   /** On a sleeping cluster's record (a volume): how it sleeps and since when (RFC 3339). */
   sleepMode: 'dev.vind.sleep-mode',
   sleepSince: 'dev.vind.sleep-since',
+  /** On a remote node's container and network, on the remote machine: the node's name. */
+  remoteNode: 'dev.vind.remote-node',
   /** On a front door: its auto-sleep idle time (a duration such as 30m), absent when it has none. */
   sleepAfter: 'dev.vind.sleep-after',
 } as const;
 
 /** The container command names the role the agent plays; `probe` is a throw-away capability check. */
 export type NodeRole = 'control-plane' | 'worker';
-export type ContainerRole = NodeRole | 'image-cache' | 'host-port' | 'front-door' | 'probe';
+export type ContainerRole = NodeRole | 'image-cache' | 'host-port' | 'front-door' | 'hub' | 'probe';
 
 // ---- the node image ----
 
@@ -264,8 +267,16 @@ export interface ControlPlaneSettings extends CommonNodeSettings {
   loadBalancer: LoadBalancerSettings;
 }
 
-/** How a worker learns where to join: now, later from JOIN_FILE, or not at all (a bare runtime). */
-export type JoinSource = { kind: 'inline'; join: JoinInfo } | { kind: 'file' } | { kind: 'none' };
+/**
+ * How a worker learns where to join: now, later from JOIN_FILE, through the hub's tunnel (a remote
+ * node, whose settings are in VIND_REMOTE: `RemoteSettings` of shared/remote-nodes.ts), or not at all
+ * (a bare runtime).
+ */
+export type JoinSource =
+  | { kind: 'inline'; join: JoinInfo }
+  | { kind: 'file' }
+  | { kind: 'remote'; remote: RemoteSettings }
+  | { kind: 'none' };
 
 export interface WorkerSettings extends CommonNodeSettings {
   role: 'worker';
@@ -291,6 +302,7 @@ const ENV = {
   joinToken: 'VIND_JOIN_TOKEN',
   joinCaHash: 'VIND_JOIN_CA_HASH',
   joinFromFile: 'VIND_JOIN_FROM_FILE',
+  remote: 'VIND_REMOTE',
   loadBalancerRange: 'VIND_LOAD_BALANCER_RANGE',
   loadBalancerHostPorts: 'VIND_LOAD_BALANCER_HOST_PORTS',
 } as const;
@@ -315,6 +327,7 @@ export function encodeNodeEnv(settings: NodeSettings): string[] {
   } else {
     env[ENV.labels] = JSON.stringify(settings.labels);
     if (settings.join.kind === 'file') env[ENV.joinFromFile] = '1';
+    if (settings.join.kind === 'remote') env[ENV.remote] = JSON.stringify(settings.join.remote);
     if (settings.join.kind === 'inline') {
       env[ENV.joinServer] = settings.join.join.server;
       env[ENV.joinToken] = settings.join.join.token;
@@ -373,6 +386,12 @@ export function decodeNodeEnv(role: NodeRole, env: Record<string, string | undef
     };
   } else if (env[ENV.joinFromFile]) {
     join = { kind: 'file' };
+  } else if (env[ENV.remote]) {
+    try {
+      join = { kind: 'remote', remote: JSON.parse(env[ENV.remote]!) as RemoteSettings };
+    } catch {
+      throw new Error(`${ENV.remote} is not a JSON object of a remote node's settings`);
+    }
   }
   let labels: Record<string, string> = {};
   const labelText = env[ENV.labels];

@@ -542,6 +542,8 @@ export async function syncPeers(name: string, peers: Peer[]): Promise<void> {
   const wanted = new Set(peers.map((p) => p.publicKey));
   const current = await showInterface(name);
   const removePeers = current.peers.map((p) => p.publicKey).filter((key) => !wanted.has(key));
+  // `wg set NAME` with nothing after it is a usage error: nothing to do is nothing to run.
+  if (peers.length === 0 && removePeers.length === 0) return;
   const args = wgSetArgs(name, { peers, removePeers });
   await checkPeerKeyFiles(peers);
   await run('wg', args);

@@ -12,7 +12,8 @@ import {
   VIND_VERSION,
   varVolumeName,
 } from '../../shared/contract.js';
-import type { FrontDoorRequest, ImageCacheRequest, NodeRequest, PortMapping } from './runtime.js';
+import { HUB } from '../../shared/remote-nodes.js';
+import type { FrontDoorRequest, HubRequest, ImageCacheRequest, NodeRequest, PortMapping } from './runtime.js';
 
 /** The Engine API has CgroupnsMode since 1.41; the type definitions lag behind. */
 export type NodeHostConfig = Docker.HostConfig & { CgroupnsMode?: 'private' | 'host' };
@@ -139,6 +140,42 @@ export function frontDoorContainerSpec(request: FrontDoorRequest): Docker.Contai
       Init: false,
     },
     StopTimeout: 5,
+  };
+}
+
+/**
+ * A cluster's WireGuard hub: the node image in role `hub`, with NET_ADMIN and NET_RAW (interfaces,
+ * routes, iptables) and the TUN device (wireguard-go), nothing else; forwarding and proxy ARP set as
+ * sysctls of its own network namespace. Its UDP port is published on every host address at a fixed
+ * port (Docker would pick another at each restart): remote machines dial it from outside.
+ */
+export function hubContainerSpec(request: HubRequest): Docker.ContainerCreateOptions {
+  const port = `${HUB.listenPort}/udp`;
+  return {
+    name: request.name,
+    Hostname: request.name,
+    Image: request.image,
+    Cmd: ['hub'],
+    Env: request.env,
+    Labels: { [LABELS.cluster]: request.cluster, [LABELS.role]: 'hub', [LABELS.version]: VIND_VERSION },
+    ExposedPorts: { [port]: {} },
+    HostConfig: {
+      Binds: [`${varVolumeName(request.name)}:/var/lib/vind`],
+      Tmpfs: { '/run': 'rw,nosuid,nodev', '/tmp': 'rw,nosuid,nodev' },
+      PortBindings: { [port]: [{ HostIp: '0.0.0.0', HostPort: String(request.hostPort) }] },
+      NetworkMode: request.network,
+      RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 },
+      CapDrop: ['ALL'],
+      CapAdd: ['NET_ADMIN', 'NET_RAW'],
+      SecurityOpt: ['no-new-privileges'],
+      Devices: [{ PathOnHost: '/dev/net/tun', PathInContainer: '/dev/net/tun', CgroupPermissions: 'rwm' }],
+      Sysctls: { 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.proxy_arp': '1' },
+      Init: false,
+    },
+    NetworkingConfig: {
+      EndpointsConfig: { [request.network]: { IPAMConfig: { IPv4Address: request.address } } },
+    },
+    StopTimeout: 10,
   };
 }
 

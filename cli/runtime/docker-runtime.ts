@@ -10,13 +10,14 @@ import { dirname, join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
-import { frontDoorName, IMAGE_CACHE, LABELS } from '../../shared/contract.js';
+import { frontDoorName, IMAGE_CACHE, LABELS, varVolumeName } from '../../shared/contract.js';
 import { VindError } from '../../shared/errors.js';
 import { repositoryAndTag } from '../../shared/image-reference.js';
 import { hostAddressOnBridge } from '../../shared/subnets.js';
 import { cacheDir } from '../paths.js';
 import {
   frontDoorContainerSpec,
+  hubContainerSpec,
   imageCacheContainerSpec,
   nodeContainerSpec,
   privilegedProbeSpec,
@@ -29,6 +30,7 @@ import type {
   ContainerState,
   ExecResult,
   FrontDoorRequest,
+  HubRequest,
   ImageCacheRequest,
   ImageInfo,
   LabelFilter,
@@ -346,6 +348,16 @@ export class DockerRuntime implements ContainerRuntime {
     await this.startContainer(IMAGE_CACHE.container);
   }
 
+  async runHub(request: HubRequest): Promise<void> {
+    await this.createVolume(varVolumeName(request.name), {
+      [LABELS.cluster]: request.cluster,
+      [LABELS.role]: 'hub',
+    });
+    const container = await this.client.createContainer(hubContainerSpec(request));
+    if (request.files.length) await container.putArchive(filesArchive(request.files), { path: '/' });
+    await container.start();
+  }
+
   async runFrontDoor(request: FrontDoorRequest): Promise<void> {
     await this.client.createContainer(frontDoorContainerSpec(request));
     await this.startContainer(frontDoorName(request.cluster));
@@ -398,6 +410,17 @@ export class DockerRuntime implements ContainerRuntime {
         networks: Object.keys(info.NetworkSettings.Networks ?? {}),
         startedAt: info.State.StartedAt,
         image: info.Config.Image,
+        addresses: Object.fromEntries(
+          Object.entries(info.NetworkSettings.Networks ?? {}).map(([n, v]) => [n, v.IPAddress]),
+        ),
+        ports: Object.entries(info.NetworkSettings.Ports ?? {}).flatMap(([key, bindings]) =>
+          (bindings ?? []).map((b) => ({
+            containerPort: Number(key.split('/')[0]),
+            protocol: key.split('/')[1] ?? 'tcp',
+            hostIp: b.HostIp,
+            hostPort: Number(b.HostPort),
+          })),
+        ),
       };
     } catch (error) {
       if (statusCode(error) === 404) return undefined;

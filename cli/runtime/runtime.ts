@@ -51,6 +51,20 @@ export interface FrontDoorRequest {
   labels: Record<string, string>;
 }
 
+/** A cluster's WireGuard hub, for remote nodes. */
+export interface HubRequest {
+  name: string;
+  cluster: string;
+  image: string;
+  network: string;
+  address: string;
+  /** The UDP port on every host address: fixed, so that a restart keeps it where the remotes dial. */
+  hostPort: number;
+  env: string[];
+  /** Put in before it starts (the admin kubeconfig). */
+  files: ContainerFile[];
+}
+
 /** The per-host image cache container. */
 export interface ImageCacheRequest {
   image: string;
@@ -82,6 +96,10 @@ export interface ContainerInfo {
   startedAt?: string;
   /** The image it was created from, as it was named. */
   image?: string;
+  /** Its IPv4 address on each network; only an inspect says. */
+  addresses?: Record<string, string>;
+  /** Published ports; only an inspect says. */
+  ports?: { containerPort: number; protocol: string; hostIp: string; hostPort: number }[];
 }
 
 export interface NetworkInfo {
@@ -150,6 +168,8 @@ export interface ContainerRuntime {
   runImageCache(request: ImageCacheRequest): Promise<void>;
   /** Creates and starts a cluster's front door. */
   runFrontDoor(request: FrontDoorRequest): Promise<void>;
+  /** Creates and starts a cluster's WireGuard hub, its UDP port published on every host address. */
+  runHub(request: HubRequest): Promise<void>;
   startContainer(name: string): Promise<void>;
   /** Stops a container, waiting up to `timeoutSeconds` for its processes before killing them. */
   stopContainer(name: string, timeoutSeconds: number): Promise<void>;

@@ -19,6 +19,7 @@ import type {
   ContainerRuntime,
   ExecResult,
   FrontDoorRequest,
+  HubRequest,
   ImageCacheRequest,
   ImageInfo,
   LabelFilter,
@@ -228,6 +229,21 @@ export class FakeRuntime implements ContainerRuntime {
     await this.createVolume(IMAGE_CACHE.volume, { [LABELS.role]: 'image-cache' });
     await this.enter('runImageCache', IMAGE_CACHE.container);
     this.addContainer(IMAGE_CACHE.container, { [LABELS.role]: 'image-cache' }, request.network);
+  }
+
+  async runHub(request: HubRequest): Promise<void> {
+    await this.createVolume(varVolumeName(request.name), {
+      [LABELS.cluster]: request.cluster,
+      [LABELS.role]: 'hub',
+    });
+    await this.enter('runHub', request.name);
+    const container = this.addContainer(
+      request.name,
+      { [LABELS.cluster]: request.cluster, [LABELS.role]: 'hub' },
+      request.network,
+    );
+    container.env = request.env;
+    for (const file of request.files) container.files.set(file.path, file.content);
   }
 
   async runFrontDoor(request: FrontDoorRequest): Promise<void> {
