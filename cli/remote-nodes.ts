@@ -67,6 +67,8 @@ export interface AddRemoteOptions {
   ttlMs: number;
   /** HOST:PORT the remote dials; default: every address of this host, at the hub's published port. */
   endpoints?: string[];
+  /** HOST:PORT where the hub dials the remote, which listens there (`vind join` publishes it). */
+  dial?: string;
 }
 
 function checkNodeName(name: string): void {
@@ -213,6 +215,17 @@ async function hubFiles<T>(runtime: ContainerRuntime, cluster: string, dir: stri
   return JSON.parse(`[${text.replace(/\}\s*\{/g, '},{')}]`) as T[];
 }
 
+/** `HOST:PORT` with an IPv4 address or a name, and a port 1-65535. */
+export function checkDial(text: string): string {
+  const match = /^([A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
+  if (!match || Number(match[2]) < 1 || Number(match[2]) > 65535) {
+    throw new VindError(
+      `"${text}" is not HOST:PORT: give the address and UDP port where the remote machine listens, e.g. 203.0.113.7:51820`,
+    );
+  }
+  return text;
+}
+
 export async function addRemoteNode(
   runtime: ContainerRuntime,
   cluster: string,
@@ -220,6 +233,7 @@ export async function addRemoteNode(
   options: AddRemoteOptions,
 ): Promise<string> {
   checkNodeName(node);
+  if (options.dial) checkDial(options.dial);
   if (await sleepRecord(runtime, cluster)) {
     throw new VindError(`cluster "${cluster}" is asleep: wake it with \`vind wake ${cluster}\` first`);
   }
@@ -271,6 +285,7 @@ export async function addRemoteNode(
     // The hub adds a bootstrap token of its own when the node enrolls.
     join: { server: join.server, token: '', caCertHash: join.caCertHash },
     imageCache: cacheToken && cacheAddress ? { address: cacheAddress, token: cacheToken } : undefined,
+    ...(options.dial ? { dial: options.dial } : {}),
   };
   await runtime.writeFile(
     hubName(cluster),
@@ -299,6 +314,7 @@ export async function addRemoteNode(
     clusterSubnet: subnet,
     podSubnet: podSubnet!,
     serviceSubnet: serviceSubnet!,
+    ...(options.dial ? { listenPort: Number(options.dial.split(':').at(-1)) } : {}),
   });
 }
 
@@ -312,6 +328,7 @@ export async function joinCluster(
   runtime: ContainerRuntime,
   text: string,
   reporter: Reporter,
+  options: { listen?: string } = {},
 ): Promise<string> {
   let secret;
   try {
@@ -327,6 +344,17 @@ export async function joinCluster(
     throw new VindError(
       `the node image ${secret.image} is not on this machine's Docker: build it here with \`vind image build\`, or copy it: \`docker save ${secret.image} | ssh THIS-MACHINE docker load\``,
     );
+  }
+  // A node the hub dials publishes its WireGuard port: where --listen says, else where `node add --dial` said.
+  let listen: { address: string; port: number } | undefined;
+  if (options.listen) {
+    const match = /^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d{1,5})$/.exec(options.listen);
+    if (!match || Number(match[2]) < 1 || Number(match[2]) > 65535) {
+      throw new VindError(`--listen "${options.listen}" is not [ADDRESS:]PORT, e.g. 0.0.0.0:51820`);
+    }
+    listen = { address: match[1] ?? '0.0.0.0', port: Number(match[2]) };
+  } else if (secret.listenPort) {
+    listen = { address: '0.0.0.0', port: secret.listenPort };
   }
   const name = remoteContainerName(secret.cluster, secret.node);
   if (await runtime.inspectContainer(name)) {
@@ -385,10 +413,20 @@ export async function joinCluster(
               hubPublicKey: secret.hubPublicKey,
               enrollmentId: secret.enrollmentId,
               enrollmentIndex: secret.enrollmentIndex,
+              ...(listen ? { listen: true } : {}),
             },
           },
         }),
-        ports: [],
+        ports: listen
+          ? [
+              {
+                containerPort: HUB.listenPort,
+                hostPort: listen.port,
+                listenAddress: listen.address,
+                protocol: 'UDP',
+              },
+            ]
+          : [],
         labels: { [LABELS.remoteNode]: secret.node },
         files: [{ path: REMOTE.enrollmentKeyFile, content: `${secret.enrollmentKey}\n`, mode: 0o600 }],
       }),

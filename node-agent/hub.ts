@@ -84,12 +84,24 @@ export function wantedPeers(
   now: number,
 ): Peer[] {
   const peers: Peer[] = [];
+  // A node that listens is dialled, and kept open from this side.
+  const dialled = (dial?: string) =>
+    dial ? { endpoint: dial, persistentKeepalive: HUB.keepaliveSeconds } : {};
   for (const e of enrollments) {
     if (Date.parse(e.expires) <= now) continue;
-    peers.push({ publicKey: e.publicKey, allowedIps: [`${enrollAddress(e.index)}/32`] });
+    peers.push({
+      publicKey: e.publicKey,
+      allowedIps: [`${enrollAddress(e.index)}/32`],
+      // Spent, it is no longer dialled: the node answers to its own key now.
+      ...dialled(e.usedAt || e.revokedAt ? undefined : e.dial),
+    });
   }
   for (const n of nodes) {
-    peers.push({ publicKey: n.publicKey, allowedIps: [`${n.address}/32`, ...(podCidrs.get(n.node) ?? [])] });
+    peers.push({
+      publicKey: n.publicKey,
+      allowedIps: [`${n.address}/32`, ...(podCidrs.get(n.node) ?? [])],
+      ...dialled(n.dial),
+    });
   }
   return peers;
 }
@@ -230,6 +242,7 @@ export async function runHub(_supervisor: Supervisor, signal: AbortSignal): Prom
         address: enrollment.address,
         publicKey: body.publicKey,
         enrolledAt: new Date().toISOString(),
+        ...(enrollment.dial ? { dial: enrollment.dial } : {}),
       };
       await writeFileAtomic(join(HUB.nodesDir, `${node.node}.json`), `${JSON.stringify(node, null, 2)}\n`);
       await writeFileAtomic(

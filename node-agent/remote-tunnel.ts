@@ -36,10 +36,23 @@ async function linkMtu(): Promise<number> {
   return wireGuardMtu(Number(text.trim()) || 1500);
 }
 
-async function up(privateKeyFile: string, address: string, routes: string[]): Promise<WireGuardLink> {
+async function up(
+  privateKeyFile: string,
+  address: string,
+  routes: string[],
+  listen?: boolean,
+): Promise<WireGuardLink> {
   await link?.down().catch(() => undefined);
   link = await bringUp(
-    { name: HUB.interface, privateKeyFile, addresses: [`${address}/32`], routes, mtu: await linkMtu() },
+    {
+      name: HUB.interface,
+      privateKeyFile,
+      addresses: [`${address}/32`],
+      routes,
+      mtu: await linkMtu(),
+      // A node the hub dials listens where `vind join` published it.
+      ...(listen ? { listenPort: HUB.listenPort } : {}),
+    },
     { log: (line) => log(`wireguard: ${line}`) },
   );
   return link;
@@ -85,13 +98,30 @@ function enroll(settings: RemoteSettings, body: EnrollRequest): Promise<EnrollAn
   });
 }
 
-function hubPeer(publicKey: string, endpoint: string, allowedIps: string[]) {
-  return { publicKey, endpoint, allowedIps, persistentKeepalive: HUB.keepaliveSeconds };
+function hubPeer(publicKey: string, endpoint: string | undefined, allowedIps: string[]) {
+  return {
+    publicKey,
+    ...(endpoint ? { endpoint } : {}),
+    allowedIps,
+    persistentKeepalive: HUB.keepaliveSeconds,
+  };
 }
 
 /** Tries each hub endpoint in turn until one answers a handshake; answers the one that did. */
-async function reachHub(settings: RemoteSettings, allowedIps: string[]): Promise<string> {
+async function reachHub(settings: RemoteSettings, allowedIps: string[]): Promise<string | undefined> {
   const deadline = Date.now() + 120_000;
+  if (settings.listen) {
+    // The hub dials: wait for its handshake.
+    await setPeers(HUB.interface, [hubPeer(settings.hubPublicKey, undefined, allowedIps)]);
+    try {
+      await waitForHandshake(HUB.interface, settings.hubPublicKey, { timeoutMs: 120_000 });
+      return undefined;
+    } catch {
+      throw new PermanentError(
+        `the hub did not dial this machine in 2 minutes: check that the address given to \`vind node add --dial\` reaches this machine's UDP port ${HUB.listenPort} as published by \`vind join\``,
+      );
+    }
+  }
   for (;;) {
     for (const endpoint of settings.hubEndpoints) {
       await setPeers(HUB.interface, [hubPeer(settings.hubPublicKey, endpoint, allowedIps)]);
@@ -115,9 +145,11 @@ async function reachHub(settings: RemoteSettings, allowedIps: string[]): Promise
 export async function remoteTunnel(settings: RemoteSettings, nodeAddress: string): Promise<EnrollAnswer> {
   if (existsSync(REMOTE.stateFile)) {
     const state = JSON.parse(await readFile(REMOTE.stateFile, 'utf8')) as RemoteState;
-    await up(REMOTE.nodeKeyFile, nodeAddress, state.answer.routes);
+    await up(REMOTE.nodeKeyFile, nodeAddress, state.answer.routes, settings.listen);
     await setPeers(HUB.interface, [hubPeer(state.hubPublicKey, state.hubEndpoint, state.answer.routes)]);
-    log(`tunnel to the hub at ${state.hubEndpoint} as ${nodeAddress}`);
+    log(
+      `tunnel to the hub ${state.hubEndpoint ? `at ${state.hubEndpoint}` : 'that dials here'} as ${nodeAddress}`,
+    );
     return state.answer;
   }
   if (!existsSync(REMOTE.enrollmentKeyFile)) {
@@ -126,9 +158,9 @@ export async function remoteTunnel(settings: RemoteSettings, nodeAddress: string
     );
   }
   const enrolling = enrollAddress(settings.enrollmentIndex);
-  await up(REMOTE.enrollmentKeyFile, enrolling, [`${HUB.enrollAddress}/32`]);
+  await up(REMOTE.enrollmentKeyFile, enrolling, [`${HUB.enrollAddress}/32`], settings.listen);
   const endpoint = await reachHub(settings, [`${HUB.enrollAddress}/32`]);
-  log(`reached the hub at ${endpoint}; enrolling`);
+  log(`reached the hub${endpoint ? ` at ${endpoint}` : ' (it dialled)'}; enrolling`);
   if (!existsSync(REMOTE.nodeKeyFile)) {
     await writeFileAtomic(REMOTE.nodeKeyFile, `${generateKeyPair().privateKey}\n`, {
       mode: 0o600,
@@ -140,9 +172,9 @@ export async function remoteTunnel(settings: RemoteSettings, nodeAddress: string
   const state: RemoteState = { hubPublicKey: settings.hubPublicKey, hubEndpoint: endpoint, answer };
   await writeFileAtomic(REMOTE.stateFile, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
   await rm(REMOTE.enrollmentKeyFile, { force: true });
-  await up(REMOTE.nodeKeyFile, nodeAddress, answer.routes);
+  await up(REMOTE.nodeKeyFile, nodeAddress, answer.routes, settings.listen);
   await setPeers(HUB.interface, [hubPeer(settings.hubPublicKey, endpoint, answer.routes)]);
   await waitForHandshake(HUB.interface, settings.hubPublicKey, { timeoutMs: 30_000, since: new Date() });
-  log(`enrolled as ${answer.node} (${nodeAddress}) through the hub at ${endpoint}`);
+  log(`enrolled as ${answer.node} (${nodeAddress}) through the hub${endpoint ? ` at ${endpoint}` : ''}`);
   return answer;
 }

@@ -88,6 +88,8 @@ export interface Enrollment {
   taints: string[];
   join: JoinInfo;
   imageCache?: { address: string; token: string };
+  /** Where the hub dials the node (`HOST:PORT`), for a remote that listens; absent: the node dials. */
+  dial?: string;
   /** Set by the hub when the secret was used. */
   usedAt?: string;
   /** Set by `vind node remove`: the key still reaches the hub until it expires, to be told so. */
@@ -101,6 +103,8 @@ export interface EnrolledNode {
   /** The node's own key, made on the remote. */
   publicKey: string;
   enrolledAt: string;
+  /** Where the hub dials it, when it listens. */
+  dial?: string;
 }
 
 /** POST http://169.254.77.1:7445/v1/enroll, through the tunnel. */
@@ -123,8 +127,8 @@ export interface EnrollAnswer {
 /** What the remote worker keeps once enrolled, to come back after a restart without the secret. */
 export interface RemoteState {
   hubPublicKey: string;
-  /** The hub endpoint that answered. */
-  hubEndpoint: string;
+  /** The hub endpoint that answered; absent when the hub dials. */
+  hubEndpoint?: string;
   answer: EnrollAnswer;
 }
 
@@ -135,6 +139,8 @@ export interface RemoteSettings {
   hubPublicKey: string;
   enrollmentId: string;
   enrollmentIndex: number;
+  /** The node listens on HUB.listenPort (published by `vind join`) and waits for the hub to dial. */
+  listen?: boolean;
 }
 
 /** Everything `vind join` needs, in one line the user copies. */
@@ -153,6 +159,8 @@ export interface JoinSecret {
   clusterSubnet: string;
   podSubnet: string;
   serviceSubnet: string;
+  /** The hub dials the node: `vind join` publishes the node's WireGuard port on this UDP port. */
+  listenPort?: number;
 }
 
 const SECRET_PREFIX = 'vindjoin1.';

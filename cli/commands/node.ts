@@ -35,10 +35,21 @@ export function registerNodeCommands(program: Command): void {
       '--endpoint <host:port...>',
       "where the remote reaches the hub (default: this host's addresses at the hub's port)",
     )
+    .option(
+      '--dial <host:port>',
+      'the hub dials the remote instead, at this address and UDP port (it listens: for a remote with a public address)',
+    )
     .action(
       async (
         name: string,
-        options: { cluster: string; labels?: string; taints?: string; ttl: string; endpoint?: string[] },
+        options: {
+          cluster: string;
+          labels?: string;
+          taints?: string;
+          ttl: string;
+          endpoint?: string[];
+          dial?: string;
+        },
       ) => {
         let ttlMs: number;
         try {
@@ -54,6 +65,7 @@ export function registerNodeCommands(program: Command): void {
           taints: parseTaints(options.taints),
           ttlMs,
           endpoints: options.endpoint,
+          dial: options.dial,
         });
         process.stderr.write(
           `Run this on the other machine (Linux with Docker and the node image) within ${options.ttl}; the secret works once:\n`,
@@ -113,11 +125,15 @@ export function registerNodeCommands(program: Command): void {
     .command('join')
     .description("on a remote machine: start a worker here that joins a cluster through its hub's tunnel")
     .argument('<secret>', 'what `vind node add NAME --remote` printed')
-    .action(async (secret: string) => {
+    .option(
+      '--listen <[address:]port>',
+      "publish the node's WireGuard port here and let the hub dial it (default: the port `node add --dial` named)",
+    )
+    .action(async (secret: string, options: { listen?: string }) => {
       const runtime = dockerRuntime();
       await runtime.ping();
       const started = performance.now();
-      const name = await joinCluster(runtime, secret, consoleReporter());
+      const name = await joinCluster(runtime, secret, consoleReporter(), options);
       process.stderr.write(`${name} joined in ${formatDuration(performance.now() - started)}\n`);
     });
   program

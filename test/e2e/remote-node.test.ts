@@ -28,6 +28,7 @@ import {
   copyImageToRemote,
   REMOTE_HOST,
   remoteDocker,
+  setRemoteMode,
   startRemoteHost,
   stopRemoteHost,
 } from '../support/remote-host.js';
@@ -221,10 +222,76 @@ describe('a remote node over WireGuard', () => {
     await fetchBig('near', 'away.default.svc.cluster.local', 80, 'away');
   }, 300_000);
 
-  it('serves kubectl logs and exec for a pod on the remote node', async () => {
+  it('serves kubectl logs, exec and port-forward for a pod on the remote node', async () => {
     expect(await kubectlOk(['logs', 'away'])).toContain('serving');
     expect((await kubectlOk(['exec', 'away', '--', 'hostname'])).trim()).toBe('away');
+    const binary = await kubectlBinary();
+    const forward = execa(binary, ['--kubeconfig', kubeconfig, 'port-forward', 'pod/away', '0:8080'], {
+      reject: false,
+    });
+    let printed = '';
+    forward.stdout?.on('data', (chunk: Buffer) => (printed += chunk.toString()));
+    try {
+      const port = await waitFor(
+        'kubectl port-forward to listen',
+        async () => /127\.0\.0\.1:(\d+)/.exec(printed)?.[1],
+        30_000,
+      );
+      const response = await fetch(`http://127.0.0.1:${port}/sum`);
+      expect((await response.text()).trim()).toBe(
+        (await kubectlOk(['exec', 'away', '--', 'cat', '/www/sum'])).trim(),
+      );
+    } finally {
+      forward.kill();
+      await forward;
+    }
   });
+
+  it('lets a key the hub did not enroll through nothing', async () => {
+    const hub = `${cluster}-hub`;
+    const hubKey = (
+      await execa('docker', ['exec', hub, 'cat', '/var/lib/vind/hub/public.key'])
+    ).stdout.trim();
+    const port = (await execa('docker', ['port', hub, '51820/udp'])).stdout
+      .trim()
+      .split('\n')[0]!
+      .split(':')
+      .at(-1);
+    const stranger = await remoteDocker.createContainer({
+      Image: NODE_IMAGE,
+      Entrypoint: [
+        'bash',
+        '-c',
+        [
+          'umask 077; wg genkey > /tmp/key',
+          'WG_PROCESS_FOREGROUND=1 wireguard-go stranger >/dev/null 2>&1 &',
+          'sleep 1',
+          `wg set stranger private-key /tmp/key peer ${hubKey} endpoint ${REMOTE_HOST.hostAddress}:${port} allowed-ips 172.30.0.0/16,169.254.77.0/24 persistent-keepalive 1`,
+          'ip address add 169.254.77.2/32 dev stranger && ip link set stranger up',
+          'ip route add 172.30.0.0/16 dev stranger; ip route add 169.254.77.1/32 dev stranger',
+          'sleep 6',
+          `timeout 3 bash -c 'exec 3<>/dev/tcp/${controlPlaneAddress}/6443' && echo reached-api || echo no-api`,
+          `timeout 3 bash -c 'exec 3<>/dev/tcp/169.254.77.1/7445' && echo reached-enroll || echo no-enroll`,
+          'echo handshake=$(wg show stranger latest-handshakes | cut -f2)',
+        ].join('\n'),
+      ],
+      HostConfig: {
+        CapAdd: ['NET_ADMIN'],
+        Devices: [{ PathOnHost: '/dev/net/tun', PathInContainer: '/dev/net/tun', CgroupPermissions: 'rwm' }],
+      },
+      Labels: { 'dev.vind.test': 'remote-node' },
+    });
+    try {
+      await stranger.start();
+      await stranger.wait();
+      const logs = (await stranger.logs({ stdout: true, stderr: true })).toString();
+      expect(logs).toContain('handshake=0');
+      expect(logs).toContain('no-api');
+      expect(logs).toContain('no-enroll');
+    } finally {
+      await stranger.remove({ force: true });
+    }
+  }, 60_000);
 
   it('refuses an expired secret', async () => {
     const expiring = await addSecret('late', ['--ttl', '1s']);
@@ -283,6 +350,32 @@ describe('a remote node over WireGuard', () => {
         filters: { label: [`dev.vind.remote-node=${remoteNode}`] },
       }),
     ).toEqual([]);
+  }, 300_000);
+
+  it('joins a remote that listens, dialled by the hub, when the remote cannot reach the hub', async () => {
+    await setRemoteMode('public');
+    try {
+      const secret = await addSecret('dialled', ['--dial', `${REMOTE_HOST.remoteAddress}:51999`]);
+      const joined = await vindOnRemote(['join', secret]);
+      expect(joined.exitCode, joined.stderr).toBe(0);
+      await waitFor(
+        'the dialled node to be Ready',
+        async () => ((await nodeReady('dialled')) ? true : undefined),
+        180_000,
+        1000,
+      );
+      const listed = JSON.parse((await runVind(['node', 'list', cluster, '--json'])).stdout) as {
+        name: string;
+        tunnel?: { endpoint?: string; latestHandshake?: string };
+      }[];
+      const row = listed.find((r) => r.name === 'dialled');
+      expect(row?.tunnel?.endpoint).toBe(`${REMOTE_HOST.remoteAddress}:51999`);
+      expect(row?.tunnel?.latestHandshake).toBeDefined();
+      expect((await runVind(['node', 'remove', 'dialled', '--cluster', cluster])).exitCode).toBe(0);
+      expect((await vindOnRemote(['leave', 'dialled'])).exitCode).toBe(0);
+    } finally {
+      await setRemoteMode('nat');
+    }
   }, 300_000);
 
   it('removes the node: drained, deleted, its peer gone', async () => {
