@@ -222,6 +222,43 @@ describe('a remote node over WireGuard', () => {
     await fetchBig('near', 'away.default.svc.cluster.local', 80, 'away');
   }, 300_000);
 
+  it('sends NodePort traffic that lands on a local node to the pod on the remote node', async () => {
+    await kubectlOk([
+      'expose',
+      'pod',
+      'away',
+      '--name',
+      'away-np',
+      '--type',
+      'NodePort',
+      '--port',
+      '80',
+      '--target-port',
+      '8080',
+    ]);
+    const nodePort = await kubectlOk([
+      'get',
+      'service',
+      'away-np',
+      '-o',
+      'jsonpath={.spec.ports[0].nodePort}',
+    ]);
+    const worker = await docker().getContainer(`${cluster}-worker`).inspect();
+    const workerAddress = Object.values(worker.NetworkSettings.Networks)[0]!.IPAddress;
+    const expected = (await kubectlOk(['exec', 'away', '--', 'cat', '/www/sum'])).trim();
+    const answer = await waitFor(
+      'the NodePort to answer',
+      async () =>
+        fetch(`http://${workerAddress}:${nodePort}/sum`, { signal: AbortSignal.timeout(5000) }).then(
+          async (r) => (r.ok ? (await r.text()).trim() : undefined),
+          () => undefined,
+        ),
+      30_000,
+      500,
+    );
+    expect(answer).toBe(expected);
+  });
+
   it('serves kubectl logs, exec and port-forward for a pod on the remote node', async () => {
     expect(await kubectlOk(['logs', 'away'])).toContain('serving');
     expect((await kubectlOk(['exec', 'away', '--', 'hostname'])).trim()).toBe('away');
