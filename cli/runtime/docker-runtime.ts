@@ -481,7 +481,9 @@ export class DockerRuntime implements ContainerRuntime {
   async writeFile(container: string, path: string, content: string): Promise<void> {
     const result = await this.exec(
       container,
-      ['sh', '-c', 'mkdir -p "$(dirname "$1")" && cat > "$1.tmp" && mv "$1.tmp" "$1"', 'sh', path],
+      // A temporary name of this write's own: two writers at once (two creates sharing the image
+      // cache) must not move each other's file away.
+      ['sh', '-c', 'mkdir -p "$(dirname "$1")" && cat > "$1.tmp.$$" && mv "$1.tmp.$$" "$1"', 'sh', path],
       Readable.from([content]),
     );
     if (result.exitCode !== 0) {

@@ -374,6 +374,16 @@ describe('a remote node over WireGuard', () => {
     );
   }, 300_000);
 
+  it('comes back Ready when its cluster sleeps and wakes', async () => {
+    const slept = await runVind(['sleep', cluster, '--mode', 'stop']);
+    expect(slept.exitCode, slept.stderr).toBe(0);
+    // `wake` waits for every node to post Ready since the sleep began: the remote one too.
+    const woke = await runVind(['wake', cluster]);
+    expect(woke.exitCode, woke.stderr).toBe(0);
+    expect(await nodeReady(remoteNode)).toBe(true);
+    await kubectlOk(['wait', '--for=condition=Ready', 'pod/away', '--timeout=120s']);
+  }, 300_000);
+
   it('refuses a secret used already', async () => {
     // The node's container goes; the secret that made it is spent all the same.
     const left = await vindOnRemote(['leave', remoteNode]);
