@@ -428,6 +428,15 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
+  async inspectContainerJson(name: string): Promise<unknown> {
+    try {
+      return await this.client.getContainer(name).inspect();
+    } catch (error) {
+      if (statusCode(error) === 404) return undefined;
+      throw error;
+    }
+  }
+
   async listContainers(labels: LabelFilter): Promise<ContainerInfo[]> {
     const containers = await this.client.listContainers({ all: true, filters: { label: labels } });
     return containers.map((c) => ({
@@ -491,10 +500,15 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
-  async logs(container: string, tail: number): Promise<string> {
+  async logs(container: string, tail?: number): Promise<string> {
     const buffer = (await this.client
       .getContainer(container)
-      .logs({ stdout: true, stderr: true, tail, follow: false })) as unknown as Buffer;
+      .logs({
+        stdout: true,
+        stderr: true,
+        follow: false,
+        ...(tail === undefined ? {} : { tail }),
+      })) as unknown as Buffer;
     return demuxBuffer(buffer);
   }
 }

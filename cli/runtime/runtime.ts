@@ -180,11 +180,14 @@ export interface ContainerRuntime {
   setRestartPolicy(name: string, policy: 'no' | 'unless-stopped'): Promise<void>;
   removeContainer(name: string): Promise<void>;
   inspectContainer(name: string): Promise<ContainerInfo | undefined>;
+  /** The engine's whole answer to an inspect (`docker inspect`), for logs; undefined when it is gone. */
+  inspectContainerJson(name: string): Promise<unknown>;
   listContainers(labels: LabelFilter): Promise<ContainerInfo[]>;
   exec(container: string, command: string[], input?: Readable): Promise<ExecResult>;
   /** A small file out of a running container, or undefined when it is not there. */
   readFile(container: string, path: string): Promise<string | undefined>;
   /** Writes a file into a running container whole (temporary name, then rename). */
   writeFile(container: string, path: string, content: string): Promise<void>;
-  logs(container: string, tail: number): Promise<string>;
+  /** The container's output (`docker logs`): the last `tail` lines, or all of it; stopped or paused too. */
+  logs(container: string, tail?: number): Promise<string>;
 }

@@ -302,6 +302,11 @@ export class FakeRuntime implements ContainerRuntime {
     return this.containers.get(name)?.info;
   }
 
+  async inspectContainerJson(name: string): Promise<unknown> {
+    const c = this.containers.get(name);
+    return c && { Id: c.info.id, Name: `/${name}`, State: { Status: c.info.state }, Config: { Env: c.env } };
+  }
+
   async listContainers(labels: LabelFilter): Promise<ContainerInfo[]> {
     return [...this.containers.values()].map((c) => c.info).filter((c) => matches(c.labels, labels));
   }
@@ -337,7 +342,11 @@ export class FakeRuntime implements ContainerRuntime {
     if (path === JOIN_FILE) c.files.set(STATUS_FILE, status('ready', `joined as ${container}`));
   }
 
-  async logs(): Promise<string> {
-    return '';
+  /** What `logs` answers for a container (its output); nothing by default. */
+  logsOf: (container: string) => string = () => '';
+
+  async logs(container: string): Promise<string> {
+    await this.enter('logs', container);
+    return this.logsOf(container);
   }
 }
