@@ -501,14 +501,12 @@ export class DockerRuntime implements ContainerRuntime {
   }
 
   async logs(container: string, tail?: number): Promise<string> {
-    const buffer = (await this.client
-      .getContainer(container)
-      .logs({
-        stdout: true,
-        stderr: true,
-        follow: false,
-        ...(tail === undefined ? {} : { tail }),
-      })) as unknown as Buffer;
+    const buffer = (await this.client.getContainer(container).logs({
+      stdout: true,
+      stderr: true,
+      follow: false,
+      ...(tail === undefined ? {} : { tail }),
+    })) as unknown as Buffer;
     return demuxBuffer(buffer);
   }
 }
