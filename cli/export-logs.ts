@@ -177,21 +177,26 @@ async function exportContainer(
     notes.push(
       `${container.name}: copying ${NODE_LOG_PATHS.join(', ')} failed (${describeError(error)}): reading the files one by one`,
     );
-    return 0;
+    return [] as string[];
   });
-  if (copied === 0) await readOneByOne(runtime, container.name, out, base, notes);
+  if (copied.length === 0) {
+    await readOneByOne(runtime, container.name, out, base, notes);
+  } else if (!copied.includes(STATUS_FILE.slice(1))) {
+    notes.push(`${container.name}: no ${STATUS_FILE}: its agent has not written one yet`);
+  }
 }
 
 /**
  * Copies the node's log folders in one exec: a gzipped tar through base64, since exec output is
- * text. Only regular files and folders are written, and only inside the container's own folder.
+ * text. Only regular files are written, and only inside the container's own folder; returns their
+ * paths (relative to /).
  */
 async function copyFolders(
   runtime: ContainerRuntime,
   container: string,
   out: Writer,
   base: string,
-): Promise<number> {
+): Promise<string[]> {
   const folders = NODE_LOG_PATHS.map((p) => p.replace(/^\//, ''));
   // tar says "file changed as we read it" of a growing log and exits 1: what it wrote is still good.
   const result = await runtime.exec(container, [
@@ -202,7 +207,7 @@ async function copyFolders(
   const archive = Buffer.from(result.stdout.trim(), 'base64');
   if (archive.length === 0) throw new Error(`tar gave nothing (exit ${result.exitCode})`);
   const root = resolve(out.root, base);
-  let files = 0;
+  const files: string[] = [];
   const extract = tar.extract();
   extract.on('entry', (header, stream, next) => {
     const target = resolve(root, normalize(header.name));
@@ -215,7 +220,7 @@ async function copyFolders(
     const chunks: Buffer[] = [];
     stream.on('data', (c: unknown) => chunks.push(c as Buffer));
     stream.on('end', () => {
-      files++;
+      files.push(normalize(header.name));
       out.write(target.slice(out.root.length + 1), Buffer.concat(chunks)).then(() => next(), next);
     });
   });

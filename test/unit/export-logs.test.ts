@@ -258,6 +258,19 @@ describe('exportLogs', () => {
     );
   });
 
+  it('notes a node whose agent has written no status yet', async () => {
+    const archive = await tarOutput({ 'var/log/vind/containerd.log': 'containerd log\n' });
+    fake.execAnswer = (container, command) =>
+      container === 'dev-worker' && command[0] === 'sh'
+        ? { exitCode: 0, stdout: archive, stderr: '' }
+        : undefined;
+    const output = join(scratch, 'early');
+    await exportLogs({ runtime: fake, cluster: 'dev', output, kubeTarget: async () => target });
+    expect(await readFile(join(output, 'notes.txt'), 'utf8')).toContain(
+      'dev-worker: no /run/vind/status: its agent has not written one yet',
+    );
+  });
+
   it('reads the agent folder file by file when tar gives nothing', async () => {
     fake.execAnswer = (_container, command) =>
       command[0] === 'ls' ? { exitCode: 0, stdout: 'kubelet.log\ncontainerd.log\n', stderr: '' } : undefined;
