@@ -52,7 +52,7 @@ import { generateKeyPair } from '../vpn/keys.js';
 import { parseWgDump, type PeerState } from '../vpn/wireguard.js';
 import { clusterKubeconfig, sleepRecord } from './clusters.js';
 import type { Reporter } from './progress.js';
-import type { ContainerRuntime } from './runtime/runtime.js';
+import type { ContainerInfo, ContainerRuntime } from './runtime/runtime.js';
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 /** Labels every remote node carries: what it is, and that it announces no LoadBalancer address. */
@@ -158,29 +158,39 @@ export function freeUdpPort(): Promise<number> {
   });
 }
 
+/** What the hub and a join secret need to know of the cluster, read once. */
+interface ClusterFacts {
+  controlPlane: ContainerInfo;
+  subnet: string;
+  podSubnet: string;
+  serviceSubnet: string;
+}
+
+async function clusterFacts(runtime: ContainerRuntime, cluster: string): Promise<ClusterFacts> {
+  const controlPlane = await runtime.inspectContainer(controlPlaneName(cluster));
+  if (!controlPlane) throw new VindError(`cluster "${cluster}" does not exist: see \`vind list\``);
+  const network = (await runtime.listNetworks([`${LABELS.cluster}=${cluster}`])).find(
+    (n) => n.name === networkName(cluster),
+  );
+  const subnet = network?.subnets[0];
+  if (!subnet) throw new VindError(`the network of cluster "${cluster}" is gone: delete and create it again`);
+  const env = await runtime.exec(controlPlane.name, ['printenv', 'VIND_POD_SUBNET', 'VIND_SERVICE_SUBNET']);
+  const [podSubnet, serviceSubnet] = env.stdout.trim().split('\n');
+  return { controlPlane, subnet, podSubnet: podSubnet!, serviceSubnet: serviceSubnet! };
+}
+
 /** The cluster's hub, made the first time; answers its public key and the UDP port on the host. */
-export async function ensureHub(
+async function ensureHub(
   runtime: ContainerRuntime,
   cluster: string,
+  facts: ClusterFacts,
 ): Promise<{ publicKey: string; port: number }> {
   const name = hubName(cluster);
   let hub = await runtime.inspectContainer(name);
   if (!hub) {
-    const controlPlane = await runtime.inspectContainer(controlPlaneName(cluster));
-    if (!controlPlane) throw new VindError(`cluster "${cluster}" does not exist: see \`vind list\``);
-    const network = (await runtime.listNetworks([`${LABELS.cluster}=${cluster}`])).find(
-      (n) => n.name === networkName(cluster),
-    );
-    const subnet = network?.subnets[0];
-    if (!subnet)
-      throw new VindError(`the network of cluster "${cluster}" is gone: delete and create it again`);
+    const { controlPlane, subnet, podSubnet, serviceSubnet } = facts;
     const admin = await runtime.readFile(controlPlane.name, ADMIN_KUBECONFIG);
     if (!admin) throw new VindError(`cluster "${cluster}" has no admin credentials yet: is it ready?`);
-    const env = (
-      await runtime.exec(controlPlane.name, ['printenv', 'VIND_POD_SUBNET', 'VIND_SERVICE_SUBNET'])
-    ).stdout
-      .trim()
-      .split('\n');
     await runtime.runHub({
       name,
       cluster,
@@ -188,9 +198,7 @@ export async function ensureHub(
       image: controlPlane.image ?? '',
       network: networkName(cluster),
       address: hubAddress(subnet),
-      env: [
-        `VIND_HUB=${JSON.stringify({ cluster, clusterSubnet: subnet, podSubnet: env[0], serviceSubnet: env[1] })}`,
-      ],
+      env: [`VIND_HUB=${JSON.stringify({ cluster, clusterSubnet: subnet, podSubnet, serviceSubnet })}`],
       files: [{ path: ADMIN_KUBECONFIG, content: admin, mode: 0o600 }],
     });
     hub = await runtime.inspectContainer(name);
@@ -203,16 +211,19 @@ export async function ensureHub(
   return { publicKey, port };
 }
 
+/** The hub's JSON files in `dir`, each one object, read in one exec (a NUL after each file). */
 async function hubFiles<T>(runtime: ContainerRuntime, cluster: string, dir: string): Promise<T[]> {
   const listed = await runtime.exec(hubName(cluster), [
     'sh',
     '-c',
-    `cat ${dir}/*.json 2>/dev/null | tr '\\n' ' '`,
+    'for f in "$1"/*.json; do [ -f "$f" ] && cat "$f" && printf "\\0"; done; true',
+    'sh',
+    dir,
   ]);
-  const text = listed.stdout.trim();
-  if (!text) return [];
-  // Each file is one JSON object: split on the boundary between two of them.
-  return JSON.parse(`[${text.replace(/\}\s*\{/g, '},{')}]`) as T[];
+  return listed.stdout
+    .split('\0')
+    .filter((text) => text.trim() !== '')
+    .map((text) => JSON.parse(text) as T);
 }
 
 /** `HOST:PORT` with an IPv4 address or a name, and a port 1-65535. */
@@ -242,7 +253,8 @@ export async function addRemoteNode(
   if (nodes.some((n) => n.metadata.name === node)) {
     throw new VindError(`cluster "${cluster}" has a node "${node}" already: choose another name`);
   }
-  const hub = await ensureHub(runtime, cluster);
+  const facts = await clusterFacts(runtime, cluster);
+  const hub = await ensureHub(runtime, cluster, facts);
   const enrollments = await hubFiles<Enrollment>(runtime, cluster, HUB.enrollmentsDir);
   const enrolled = await hubFiles<EnrolledNode>(runtime, cluster, HUB.nodesDir);
   if (enrollments.some((e) => e.node === node && !e.usedAt) || enrolled.some((e) => e.node === node)) {
@@ -250,10 +262,7 @@ export async function addRemoteNode(
       `"${node}" is already waiting to join: remove it with \`vind node remove ${node}\` first`,
     );
   }
-  const network = (await runtime.listNetworks([`${LABELS.cluster}=${cluster}`])).find(
-    (n) => n.name === networkName(cluster),
-  );
-  const subnet = network!.subnets[0]!;
+  const { subnet } = facts;
   const taken = [
     ...nodes.map((n) => internalIp(n) ?? ''),
     ...enrollments.map((e) => e.address),
@@ -292,13 +301,6 @@ export async function addRemoteNode(
     `${HUB.enrollmentsDir}/${id}.json`,
     `${JSON.stringify(enrollment, null, 2)}\n`,
   );
-  const controlPlane = await runtime.inspectContainer(controlPlaneName(cluster));
-  const pods = await runtime.exec(controlPlaneName(cluster), [
-    'printenv',
-    'VIND_POD_SUBNET',
-    'VIND_SERVICE_SUBNET',
-  ]);
-  const [podSubnet, serviceSubnet] = pods.stdout.trim().split('\n');
   return encodeJoinSecret({
     cluster,
     node,
@@ -310,10 +312,10 @@ export async function addRemoteNode(
     enrollmentIndex: index,
     enrollmentKey: key.privateKey,
     expires,
-    image: controlPlane?.image ?? '',
+    image: facts.controlPlane.image ?? '',
     clusterSubnet: subnet,
-    podSubnet: podSubnet!,
-    serviceSubnet: serviceSubnet!,
+    podSubnet: facts.podSubnet,
+    serviceSubnet: facts.serviceSubnet,
     ...(options.dial ? { listenPort: Number(options.dial.split(':').at(-1)) } : {}),
   });
 }

@@ -46,7 +46,7 @@ import { reconciler } from './reconciler.js';
 import { installSafetyNet } from './safety-net.js';
 import { setStatus } from './status.js';
 import type { Supervisor } from './supervisor.js';
-import { mssClamp } from './worker.js';
+import { mssClamp } from './iptables.js';
 
 /** What the hub is told in its environment (VIND_HUB, JSON). */
 export interface HubSettings {

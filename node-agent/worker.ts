@@ -37,6 +37,7 @@ import {
 } from './node-config.js';
 import { announceLoadBalancers } from './load-balancer/announcer.js';
 import { keepPodRoutes } from './pod-routes.js';
+import { iptables, mssClamp } from './iptables.js';
 import { prepareNode } from './prepare.js';
 import { remoteTunnel } from './remote-tunnel.js';
 import { installSafetyNet } from './safety-net.js';
@@ -44,13 +45,6 @@ import { settingsOrStop, setStatus } from './status.js';
 import type { Supervisor } from './supervisor.js';
 
 const CNI_CONFIG = '/etc/cni/net.d/10-vind.conflist';
-
-async function iptables(args: string[]): Promise<void> {
-  // -C first: rules survive a restart of node-agent, and appending twice would duplicate them.
-  const check = await execa('iptables', ['-C', ...args.slice(1)], { reject: false });
-  if (check.exitCode === 0) return;
-  await execa('iptables', args);
-}
 
 /**
  * Docker's embedded DNS answers on 127.0.0.11 inside the node, which pods cannot reach. Pods get
@@ -133,28 +127,6 @@ async function joinThroughHub(settings: WorkerSettings): Promise<{
     },
     taints: answer.taints,
   };
-}
-
-/** TCP through the tunnel keeps to its MTU, whatever the pods' own MTU (both directions). */
-export async function mssClamp(device: string): Promise<void> {
-  for (const direction of ['-o', '-i']) {
-    await iptables([
-      '-A',
-      'FORWARD',
-      '-t',
-      'mangle',
-      direction,
-      device,
-      '-p',
-      'tcp',
-      '--tcp-flags',
-      'SYN,RST',
-      'SYN',
-      '-j',
-      'TCPMSS',
-      '--clamp-mss-to-pmtu',
-    ]);
-  }
 }
 
 export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Promise<void> {

@@ -172,7 +172,7 @@ export interface Waking {
   record?: SleepRecord;
   /** The containers the wake unpauses. */
   paused: SleepContainer[];
-  /** The containers the wake starts, the control plane first. */
+  /** The containers the wake starts (the control plane before the others). */
   stopped: SleepContainer[];
 }
 
@@ -196,8 +196,6 @@ export async function planWake(engine: SleepEngine, cluster: string): Promise<Wa
     }
   }
   if (!record && paused.length === 0 && stopped.length === 0) return undefined;
-  // The control plane first: the workers' kubelets then find the API as soon as they look.
-  stopped.sort((a, b) => Number(b === controlPlane) - Number(a === controlPlane));
   return { containers, record, paused, stopped };
 }
 
@@ -211,11 +209,10 @@ export async function wakeContainers(waking: Waking, engine: SleepEngine, step: 
   }
   if (stopped.length > 0) {
     await step(`start ${stopped.length} containers`, async () => {
-      // The control plane first (it is first in the list when it was stopped), the rest at once.
-      const [first, ...rest] = stopped;
-      if (roleOf(first!) === 'control-plane') await engine.start(first!.name);
-      else rest.unshift(first!);
-      await Promise.all(rest.map((c) => engine.start(c.name)));
+      // The control plane first, the rest at once.
+      const first = stopped.filter((c) => roleOf(c) === 'control-plane');
+      for (const c of first) await engine.start(c.name);
+      await Promise.all(stopped.filter((c) => !first.includes(c)).map((c) => engine.start(c.name)));
     });
   }
 }
