@@ -13,6 +13,10 @@ import {
   DEFAULT_SERVICE_SUBNET,
   POD_SECURITY_LEVELS,
   type PodSecurityLevel,
+  CNI_CHOICES,
+  type CniChoice,
+  STORAGE_CHOICES,
+  type StorageChoice,
 } from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
 import { parseSleepAfter } from './duration.js';
@@ -46,6 +50,10 @@ export interface ClusterConfig {
   loadBalancer: LoadBalancerSpec;
   /** Pause the cluster after this long without a client at its API port; 0: never. */
   sleepAfterMs: number;
+  /** vind's pod network with NetworkPolicy, or none (the user installs a CNI; nodes wait NotReady). */
+  cni: CniChoice;
+  /** A default StorageClass of node-local volumes, or none (the user installs a CSI driver). */
+  storage: StorageChoice;
 }
 
 export const HOST_PORT_MODES = ['auto', 'always', 'never'] as const;
@@ -418,7 +426,9 @@ const fileSchema = strictObject({
       .min(0, { error: 'use a whole number 1-65535, or 0 to pick a free port' })
       .max(65535, { error: 'use a whole number 1-65535, or 0 to pick a free port' })
       .nullish(),
+    cni: z.enum(CNI_CHOICES, { error: `use ${CNI_CHOICES.join(' or ')}` }).nullish(),
   }).nullish(),
+  storage: z.enum(STORAGE_CHOICES, { error: `use ${STORAGE_CHOICES.join(' or ')}` }).nullish(),
   datastore: strictObject({ url: checked(readDatastoreUrl).nullish() }).nullish(),
   controlPlane: controlPlaneSchema.nullish(),
   podSecurity: checked(validatePodSecurity).nullish(),
@@ -437,6 +447,8 @@ const fileSchema = strictObject({
   podSubnet: file.networking?.podSubnet ?? undefined,
   serviceSubnet: file.networking?.serviceSubnet ?? undefined,
   apiServerPort: file.networking?.apiServerPort ?? undefined,
+  cni: file.networking?.cni ?? undefined,
+  storage: file.storage ?? undefined,
   datastore: file.datastore?.url ?? undefined,
   controlPlane: file.controlPlane ?? emptyControlPlane(),
   podSecurity: file.podSecurity ?? undefined,
@@ -629,6 +641,8 @@ export function resolveClusterConfig(options: {
     loadBalancer: file.loadBalancer ?? { range: { ...LOAD_BALANCER_HOSTS }, hostPorts: 'auto' },
     sleepAfterMs:
       flags.sleepAfter !== undefined ? sleepAfterFlag(flags.sleepAfter) : (file.sleepAfterMs ?? 0),
+    cni: file.cni ?? 'default',
+    storage: file.storage ?? 'default',
   };
 
   if (overlaps(parseCidr(config.podSubnet), parseCidr(config.serviceSubnet))) {

@@ -406,6 +406,8 @@ export async function joinCluster(
           nodeIp: secret.address,
           podSubnet: secret.podSubnet,
           serviceSubnet: secret.serviceSubnet,
+          // A remote node carries vind's pod network: its pod routes go through the hub's tunnel.
+          cni: 'default',
           labels: {},
           join: {
             kind: 'remote',

@@ -237,7 +237,15 @@ interface CommonNodeSettings {
   imageCache?: string;
   /** This cluster's token for the image cache, sent with every request to it. */
   imageCacheToken?: string;
+  /** `default`: vind's pod network (bridge, pod routes, NetworkPolicy); `none`: the user installs a CNI. */
+  cni: CniChoice;
 }
+
+export const CNI_CHOICES = ['default', 'none'] as const;
+export type CniChoice = (typeof CNI_CHOICES)[number];
+/** `default`: a default StorageClass of node-local volumes; `none`: the user installs storage (a CSI driver). */
+export const STORAGE_CHOICES = ['default', 'none'] as const;
+export type StorageChoice = (typeof STORAGE_CHOICES)[number];
 
 /** Pod Security Standards, least strict first; upstream's default is privileged. */
 export const POD_SECURITY_LEVELS = ['privileged', 'baseline', 'restricted'] as const;
@@ -265,6 +273,7 @@ export interface ControlPlaneSettings extends CommonNodeSettings {
   /** The embedded SQLite, or an external datastore whose URL is in DATASTORE_URL_FILE. */
   datastore: 'sqlite' | 'external';
   loadBalancer: LoadBalancerSettings;
+  storage: StorageChoice;
 }
 
 /**
@@ -305,6 +314,8 @@ const ENV = {
   remote: 'VIND_REMOTE',
   loadBalancerRange: 'VIND_LOAD_BALANCER_RANGE',
   loadBalancerHostPorts: 'VIND_LOAD_BALANCER_HOST_PORTS',
+  cni: 'VIND_CNI',
+  storage: 'VIND_STORAGE',
 } as const;
 
 /** The container environment (`KEY=value` entries) that carries a node's settings. */
@@ -314,6 +325,7 @@ export function encodeNodeEnv(settings: NodeSettings): string[] {
     [ENV.nodeIp]: settings.nodeIp,
     [ENV.podSubnet]: settings.podSubnet,
     [ENV.serviceSubnet]: settings.serviceSubnet,
+    [ENV.cni]: settings.cni,
   };
   if (settings.imageCache) env[ENV.imageCache] = settings.imageCache;
   if (settings.imageCacheToken) env[ENV.imageCacheToken] = settings.imageCacheToken;
@@ -324,6 +336,7 @@ export function encodeNodeEnv(settings: NodeSettings): string[] {
     if (settings.reuseDatastore) env[ENV.reuseDatastore] = '1';
     env[ENV.loadBalancerRange] = `${settings.loadBalancer.first}-${settings.loadBalancer.last}`;
     if (settings.loadBalancer.hostPorts) env[ENV.loadBalancerHostPorts] = '1';
+    env[ENV.storage] = settings.storage;
   } else {
     env[ENV.labels] = JSON.stringify(settings.labels);
     if (settings.join.kind === 'file') env[ENV.joinFromFile] = '1';
@@ -335,6 +348,19 @@ export function encodeNodeEnv(settings: NodeSettings): string[] {
     }
   }
   return Object.entries(env).map(([key, value]) => `${key}=${value}`);
+}
+
+/** One of a fixed set of words; absent means the first (the default), anything else is refused. */
+function choice<T extends string>(
+  env: Record<string, string | undefined>,
+  key: string,
+  choices: readonly [T, ...T[]],
+): T {
+  const value = env[key] || choices[0];
+  if (!(choices as readonly string[]).includes(value)) {
+    throw new Error(`${key} is "${value}": use ${choices.join(' or ')}`);
+  }
+  return value as T;
 }
 
 /** Reads a node's settings back; a missing value is named, since the node cannot start without it. */
@@ -351,6 +377,7 @@ export function decodeNodeEnv(role: NodeRole, env: Record<string, string | undef
     serviceSubnet: env[ENV.serviceSubnet] || DEFAULT_SERVICE_SUBNET,
     imageCache: env[ENV.imageCache] || undefined,
     imageCacheToken: env[ENV.imageCacheToken] || undefined,
+    cni: choice(env, ENV.cni, CNI_CHOICES),
   };
   if (role === 'control-plane') {
     const datastore = env[ENV.datastore] || 'sqlite';
@@ -372,6 +399,7 @@ export function decodeNodeEnv(role: NodeRole, env: Record<string, string | undef
         ...parseAddressRange(required(ENV.loadBalancerRange), ENV.loadBalancerRange),
         hostPorts: env[ENV.loadBalancerHostPorts] === '1',
       },
+      storage: choice(env, ENV.storage, STORAGE_CHOICES),
     };
   }
   let join: JoinSource = { kind: 'none' };

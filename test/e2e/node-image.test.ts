@@ -52,6 +52,7 @@ describe('node image', () => {
         nodeIp: plan.worker(0),
         podSubnet: '10.244.0.0/16',
         serviceSubnet: '10.96.0.0/16',
+        cni: 'default',
         labels: {},
         join: { kind: 'none' },
       }),

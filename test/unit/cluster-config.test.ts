@@ -109,6 +109,8 @@ loadBalancer:
       podSubnet: undefined,
       serviceSubnet: undefined,
       apiServerPort: undefined,
+      cni: undefined,
+      storage: undefined,
       datastore: undefined,
       controlPlane: { extraPortMappings: [] },
       podSecurity: undefined,
@@ -130,7 +132,7 @@ loadBalancer:
 
   it('names unknown fields and what is allowed', () => {
     expect(fileError('networking:\n  podSubnetz: 10.0.0.0/16\n')).toBe(
-      'config file dev.yaml: networking.podSubnetz: unknown field (allowed: podSubnet, serviceSubnet, apiServerPort)',
+      'config file dev.yaml: networking.podSubnetz: unknown field (allowed: podSubnet, serviceSubnet, apiServerPort, cni)',
     );
     expect(fileError('workers:\n  - labels: {}\n    ports: []\n')).toBe(
       'config file dev.yaml: workers[0].ports: unknown field (allowed: labels, extraPortMappings)',
@@ -257,6 +259,8 @@ describe('resolveClusterConfig', () => {
       reuseDatastore: false,
       loadBalancer: { range: { first: 128, last: 254 }, hostPorts: 'auto' },
       sleepAfterMs: 0,
+      cni: 'default',
+      storage: 'default',
     });
   });
 
@@ -412,6 +416,23 @@ describe('podSecurity', () => {
     expect(fileError('podSecurity: open\n')).toBe(
       'config file dev.yaml: podSecurity: invalid Pod Security level "open": use privileged, baseline, restricted',
     );
+  });
+});
+
+describe('networking.cni and storage', () => {
+  it("default to vind's own, and take none from the file", () => {
+    expect(resolve({})).toMatchObject({ cni: 'default', storage: 'default' });
+    expect(resolve({}, 'networking:\n  cni: none\nstorage: none\n')).toMatchObject({
+      cni: 'none',
+      storage: 'none',
+    });
+  });
+
+  it('name the allowed words', () => {
+    expect(fileError('networking:\n  cni: flannel\n')).toBe(
+      'config file dev.yaml: networking.cni: use default or none',
+    );
+    expect(fileError('storage: local\n')).toBe('config file dev.yaml: storage: use default or none');
   });
 });
 

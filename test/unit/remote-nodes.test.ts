@@ -99,6 +99,7 @@ describe('remote nodes', () => {
       nodeIp: '172.30.0.102',
       podSubnet: '10.244.0.0/16',
       serviceSubnet: '10.96.0.0/16',
+      cni: 'default',
       labels: {},
       join: {
         kind: 'remote',

@@ -32,6 +32,7 @@ describe('node settings as container environment', () => {
     nodeIp: '172.30.0.3',
     podSubnet: '10.244.0.0/16',
     serviceSubnet: '10.96.0.0/16',
+    cni: 'default' as const,
   };
 
   it.each<NodeSettings>([
@@ -44,6 +45,7 @@ describe('node settings as container environment', () => {
       clusterName: 'dev',
       reuseDatastore: false,
       loadBalancer: { first: '172.30.0.128', last: '172.30.0.254', hostPorts: false },
+      storage: 'default',
     },
     {
       ...common,
@@ -56,6 +58,8 @@ describe('node settings as container environment', () => {
       imageCache: 'http://c:5000',
       imageCacheToken: 'cd'.repeat(32),
       loadBalancer: { first: '172.30.0.200', last: '172.30.0.201', hostPorts: true },
+      storage: 'none',
+      cni: 'none',
     },
     {
       ...common,

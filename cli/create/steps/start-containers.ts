@@ -42,7 +42,7 @@ export function nodeRequests(state: CreateState, cacheToken: string): NodeReques
     securityMode: need(state.securityMode, 'the security mode'),
     network: networkName(config.name),
   };
-  const subnets = { podSubnet: config.podSubnet, serviceSubnet: config.serviceSubnet };
+  const subnets = { podSubnet: config.podSubnet, serviceSubnet: config.serviceSubnet, cni: config.cni };
   const cache = { imageCache: IMAGE_CACHE_URL, imageCacheToken: cacheToken };
   const { range } = config.loadBalancer;
   const controlPlane: NodeRequest = {
@@ -64,6 +64,7 @@ export function nodeRequests(state: CreateState, cacheToken: string): NodeReques
         ...plan.loadBalancerRange(range.first, range.last),
         hostPorts: need(state.publishHostPorts, 'whether to publish host ports'),
       },
+      storage: config.storage,
     }),
     files:
       config.datastore.kind === 'sqlite'
