@@ -6,7 +6,14 @@
 import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { COREDNS_IMAGE, LABELS, nodeImage, PAUSE_IMAGE, VIND_VERSION } from '../shared/contract.js';
+import {
+  COREDNS_IMAGE,
+  LABELS,
+  METRICS_SERVER_IMAGE,
+  nodeImage,
+  PAUSE_IMAGE,
+  VIND_VERSION,
+} from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
 import { bundleNodeAgent } from './agent-bundle.js';
 import { baseImageReference, ensureBaseImage } from './base-image.js';
@@ -25,7 +32,7 @@ import { inputsHash, shortHash } from './inputs.js';
 import { type KubernetesVersion, parseKubernetesVersion, VersionError } from './kubernetes-module.js';
 import { nodeDockerfile } from './node-dockerfile.js';
 import { PROJECT_ROOT } from './project-root.js';
-import { DEFAULT_KUBERNETES_VERSION, GO_TOOLS, goTool, KUBERNETES_COMPONENTS } from './recipe.js';
+import { DEFAULT_KUBERNETES_VERSION, GO_TOOLS, goTool, KUBERNETES_COMPONENTS, POD_TOOLS } from './recipe.js';
 import { requireCommand, StageFailure, stageRunner } from './stage-runner.js';
 
 export interface ImageBuildOptions {
@@ -72,7 +79,7 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
     kubernetes: version.tag,
     tools: JSON.stringify(GO_TOOLS),
     components: KUBERNETES_COMPONENTS.join(','),
-    images: `${PAUSE_IMAGE},${COREDNS_IMAGE}`,
+    images: `${PAUSE_IMAGE},${COREDNS_IMAGE},${METRICS_SERVER_IMAGE}`,
     dockerfile,
     pause: pauseSource,
     agent: agentBundle,
@@ -114,8 +121,8 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
       for (const dir of [kubernetesDir, ...toolDirs]) {
         for (const name of await readdir(dir)) {
           if (name.startsWith('.')) continue;
-          // CoreDNS runs as a pod, not on the node: it only goes into its image below.
-          if (name === 'coredns') continue;
+          // These run as pods, not on the node: they only go into their images below.
+          if (POD_TOOLS.includes(name)) continue;
           await copyFile(join(dir, name), join(context, 'bin', name));
           await chmod(join(context, 'bin', name), 0o755);
           files.push(`bin/${name}`);
@@ -137,7 +144,19 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
         exposedPorts: ['53/tcp', '53/udp'],
       });
       await writeFile(join(context, 'images', 'coredns.tar'), coredns.tar);
-      files.push('images/pause.tar', 'images/coredns.tar');
+      const metricsServerBinary = join(
+        toolDirs[GO_TOOLS.indexOf(goTool('metrics-server'))]!,
+        'metrics-server',
+      );
+      const metricsServer = await buildDockerArchive({
+        reference: METRICS_SERVER_IMAGE,
+        files: [{ path: 'metrics-server', content: await readFile(metricsServerBinary), mode: 0o755 }],
+        entrypoint: ['/metrics-server'],
+        user: '1000:1000',
+        exposedPorts: ['10250/tcp'],
+      });
+      await writeFile(join(context, 'images', 'metrics-server.tar'), metricsServer.tar);
+      files.push('images/pause.tar', 'images/coredns.tar', 'images/metrics-server.tar');
       await writeFile(join(context, 'node-agent.mjs'), agentBundle);
       await writeFile(join(context, 'Dockerfile'), dockerfile);
       files.push('node-agent.mjs', 'Dockerfile');

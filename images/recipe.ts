@@ -1,7 +1,7 @@
 // What goes into a node image: every pinned version and package list lives here, so that the
 // input hash (images/inputs.ts) changes exactly when the recipe does.
 
-import { COREDNS_VERSION } from '../shared/contract.js';
+import { COREDNS_VERSION, METRICS_SERVER_VERSION } from '../shared/contract.js';
 
 /** Newest stable Kubernetes on the Go module proxy that runs on cgroup v1 and v2 hosts. */
 export const DEFAULT_KUBERNETES_VERSION = 'v1.36.3';
@@ -71,7 +71,21 @@ export const GO_TOOLS: GoTool[] = [
     versionFlags: [],
     extraLdflags: [],
   },
+  {
+    // Runs as a pod, like CoreDNS: only its image carries it.
+    name: 'metrics-server',
+    module: 'sigs.k8s.io/metrics-server',
+    version: METRICS_SERVER_VERSION,
+    packages: ['./cmd/metrics-server'],
+    cgo: false,
+    tags: [],
+    versionFlags: ['-X k8s.io/client-go/pkg/version.gitVersion={version}'],
+    extraLdflags: [],
+  },
 ];
+
+/** Go tools that run as pods: their binaries go into preloaded images, not onto the node's PATH. */
+export const POD_TOOLS = ['coredns', 'metrics-server'];
 
 /** Kubernetes components compiled from k8s.io/kubernetes. */
 export const KUBERNETES_COMPONENTS = [

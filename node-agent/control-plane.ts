@@ -16,6 +16,7 @@ import {
   clusterDnsAddress,
   type ControlPlaneSettings,
   COREDNS_IMAGE,
+  METRICS_SERVER_IMAGE,
   DATASTORE_URL_FILE,
   datastoreSpace,
   decodeNodeEnv,
@@ -49,7 +50,9 @@ import { signDetachedJws } from './join.js';
 import { caCertHash, ensurePki, type PkiPaths } from './pki.js';
 import { daemonsToCheckpoint, raisePidFloor, restoreDaemons, serveCheckpoints } from './checkpoint.js';
 import { LoadBalancerController } from './load-balancer/controller.js';
+import { approveKubeletServingCertificates } from './kubelet-serving.js';
 import { log } from './log.js';
+import { metricsServer } from './metrics-manifests.js';
 import { keepPodRoutes } from './pod-routes.js';
 import { installSafetyNet } from './safety-net.js';
 import { ReasonedError, settingsOrStop, setStatus } from './status.js';
@@ -187,6 +190,9 @@ function apiServerArgs(settings: ControlPlaneSettings, pki: PkiPaths, etcd: stri
     `--tls-private-key-file=${pki.apiServerKey}`,
     `--kubelet-client-certificate=${pki.apiServerKubeletClientCert}`,
     `--kubelet-client-key=${pki.apiServerKubeletClientKey}`,
+    // Kubelets serve with certificates of the cluster CA (kubelet-serving.ts): logs, exec and
+    // port-forward go only to the kubelet the node's name and address say.
+    `--kubelet-certificate-authority=${pki.caCert}`,
     '--kubelet-preferred-address-types=InternalIP,Hostname',
     `--service-account-issuer=https://kubernetes.default.svc.cluster.local`,
     `--service-account-key-file=${pki.serviceAccountPub}`,
@@ -421,6 +427,12 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
         [`jws-kubeconfig-${token.id}`]: signDetachedJws(kubeconfigText, tokenText),
       }),
       ...coreDns(COREDNS_IMAGE, clusterDnsAddress(settings.serviceSubnet)),
+      ...metricsServer({
+        image: METRICS_SERVER_IMAGE,
+        caPem,
+        certPem: await readFile(pki.metricsServerCert, 'utf8'),
+        keyPem: await readFile(pki.metricsServerKey, 'utf8'),
+      }),
     ]),
   );
   const join: JoinInfo = {
@@ -432,6 +444,7 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
   await writeFileAtomic(JOIN_FILE, JSON.stringify(join), { mode: 0o600 });
   // The control plane is not a node: it routes to every node's pods.
   keepPodRoutes(target, undefined, signal);
+  approveKubeletServingCertificates(target, signal);
   await startLoadBalancerController(target, settings, signal);
   await serveCheckpoints(supervisor, daemonsToCheckpoint(daemons.map((d) => d.name)));
   await setStatus('ready', `control plane ready at ${server}`);

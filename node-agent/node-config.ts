@@ -4,6 +4,8 @@ import { stringify } from 'yaml';
 import { LOAD_BALANCER, STATE_DIR } from '../shared/contract.js';
 
 export const KUBELET_DIR = '/var/lib/kubelet';
+/** The kubelet keeps its current serving certificate and key here once one has been issued. */
+export const KUBELET_SERVING_CERT = `${KUBELET_DIR}/pki/kubelet-server-current.pem`;
 export const KUBELET_KUBECONFIG = `${STATE_DIR}/kubelet.conf`;
 export const BOOTSTRAP_KUBECONFIG = `${STATE_DIR}/bootstrap-kubelet.conf`;
 export const CLUSTER_CA_FILE = `${STATE_DIR}/pki/ca.crt`;
@@ -38,6 +40,9 @@ export function kubeletConfig(settings: KubeletSettings): string {
     resolvConf: RESOLV_CONF,
     failSwapOn: false,
     rotateCertificates: true,
+    // The serving certificate comes from the cluster CA through the CSR API (kubelet-serving.ts), so
+    // the API server and metrics-server can verify the kubelet instead of trusting any certificate.
+    serverTLSBootstrap: true,
     serializeImagePulls: false,
     readOnlyPort: 0,
     healthzBindAddress: '127.0.0.1',

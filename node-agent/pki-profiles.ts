@@ -102,6 +102,20 @@ export const PKI_PROFILES = [
     organizations: ['system:masters'],
     usage: 'client',
   },
+  // metrics-server serves the Metrics API behind the API server; the APIService pins the cluster CA.
+  {
+    kind: 'leaf',
+    cert: { field: 'metricsServerCert', file: 'metrics-server.crt' },
+    key: { field: 'metricsServerKey', file: 'metrics-server.key' },
+    issuer: 'caCert',
+    commonName: 'metrics-server.kube-system.svc',
+    organizations: [],
+    usage: 'server',
+    altNames: () => ({
+      dnsNames: ['metrics-server.kube-system.svc', 'metrics-server.kube-system.svc.cluster.local'],
+      ips: [],
+    }),
+  },
   // The controller manager holds the CA key and can mint any identity, so system:masters grants it
   // nothing new; it lets every controller run on one identity instead of creating a service account
   // and token per controller, which holds back the start of the CSR approver by seconds.

@@ -28,6 +28,7 @@ import {
   KUBE_PROXY_CONFIG,
   KUBELET_DIR,
   KUBELET_KUBECONFIG,
+  KUBELET_SERVING_CERT,
   kubeletArgs,
   kubeletConfig,
   type KubeletSettings,
@@ -221,5 +222,9 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
 
   keepPodRoutes(target, settings.nodeName, signal);
   announceLoadBalancers(target, settings.nodeName, signal);
+  // Until its serving certificate is signed the kubelet refuses HTTPS: no logs, exec or metrics.
+  await poll('the kubelet serving certificate', async () => existsSync(KUBELET_SERVING_CERT) || undefined, {
+    timeoutMs: 180_000,
+  });
   await setStatus('ready', `joined as ${settings.nodeName}`);
 }

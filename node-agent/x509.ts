@@ -253,3 +253,43 @@ function derElement(der: Uint8Array, offset: number): { contentStart: number; en
   if (end > der.length) throw new Error('malformed certificate: truncated DER');
   return { contentStart, end };
 }
+
+/** What a PKCS#10 certificate request asks to be certified as. */
+export interface RequestedIdentity {
+  commonNames: string[];
+  organizations: string[];
+  dnsNames: string[];
+  ips: string[];
+  /** Email addresses, URIs and other names: never asked for by a kubelet. */
+  otherNames: string[];
+}
+
+/** Reads a PEM certificate request (after checking its self-signature); undefined when it is not one. */
+export async function parseCertificateRequest(pem: string): Promise<RequestedIdentity | undefined> {
+  const x509 = await loadX509();
+  let request: X509.Pkcs10CertificateRequest;
+  try {
+    request = new x509.Pkcs10CertificateRequest(pem);
+    if (!(await request.verify())) return undefined;
+  } catch {
+    return undefined;
+  }
+  const subject = request.subjectName.toJSON();
+  const values = (type: string) => subject.flatMap((part) => part[type] ?? []);
+  const identity: RequestedIdentity = {
+    commonNames: values('CN'),
+    organizations: values('O'),
+    dnsNames: [],
+    ips: [],
+    otherNames: [],
+  };
+  // A request's extensions come back untyped: the SAN extension is read again from its raw bytes.
+  const raw = request.getExtension('2.5.29.17');
+  const altNames = raw ? new x509.SubjectAlternativeNameExtension(raw.rawData) : undefined;
+  for (const name of altNames?.names.toJSON() ?? []) {
+    if (name.type === 'dns') identity.dnsNames.push(name.value);
+    else if (name.type === 'ip') identity.ips.push(name.value);
+    else identity.otherNames.push(`${name.type}:${name.value}`);
+  }
+  return identity;
+}

@@ -51,6 +51,8 @@ export const PAUSE_VERSION = '3.10';
 export const COREDNS_VERSION = 'v1.15.0';
 export const PAUSE_IMAGE = `vind.dev/pause:${PAUSE_VERSION}`;
 export const COREDNS_IMAGE = `vind.dev/coredns:${COREDNS_VERSION}`;
+export const METRICS_SERVER_VERSION = 'v0.9.0';
+export const METRICS_SERVER_IMAGE = `vind.dev/metrics-server:${METRICS_SERVER_VERSION}`;
 
 // ---- ports, names and paths inside a cluster ----
 

@@ -8,6 +8,7 @@ import {
   podResolvConf,
 } from '../../node-agent/node-config.js';
 import { bootstrapRbac, coreDns } from '../../node-agent/manifests.js';
+import { metricsServer } from '../../node-agent/metrics-manifests.js';
 
 const settings = {
   nodeName: 'dev-worker',
@@ -28,6 +29,9 @@ describe('worker configuration', () => {
       authentication: { anonymous: { enabled: false }, webhook: { enabled: true } },
       authorization: { mode: 'Webhook' },
       readOnlyPort: 0,
+      // Serving certificates from the cluster CA, through the CSR API.
+      serverTLSBootstrap: true,
+      rotateCertificates: true,
     });
   });
 
@@ -104,5 +108,48 @@ describe('disk pressure on a laptop', () => {
     });
     expect(config.imageGCHighThresholdPercent).toBe(90);
     expect(config.imageGCLowThresholdPercent).toBe(80);
+  });
+});
+
+describe('metrics-server', () => {
+  const items = metricsServer({
+    image: 'vind.dev/metrics-server:v0.9.0',
+    caPem: 'CA',
+    certPem: 'CERT',
+    keyPem: 'KEY',
+  });
+  // Manifests are plain data: read them as loosely as kubectl would.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  type Loose = Record<string, any>;
+  const byKind = (kind: string) => items.filter((i) => i['kind'] === kind) as Loose[];
+
+  it('verifies kubelets with the cluster CA: no insecure flag, its own certificate from the PKI', () => {
+    const [deployment] = byKind('Deployment');
+    const container = deployment!.spec.template.spec.containers[0];
+    expect(container.image).toBe('vind.dev/metrics-server:v0.9.0');
+    expect(container.args.filter((a: string) => a.includes('insecure'))).toEqual([]);
+    expect(container.args).toContain('--tls-cert-file=/etc/metrics-server/tls.crt');
+    expect(container.securityContext).toMatchObject({ runAsNonRoot: true, readOnlyRootFilesystem: true });
+    const [secret] = byKind('Secret');
+    expect(secret!.data).toEqual({
+      'tls.crt': Buffer.from('CERT').toString('base64'),
+      'tls.key': Buffer.from('KEY').toString('base64'),
+    });
+  });
+
+  it('registers the Metrics API with the cluster CA pinned, and may read node metrics only', () => {
+    const [api] = byKind('APIService');
+    expect(api!.spec).toMatchObject({
+      group: 'metrics.k8s.io',
+      version: 'v1beta1',
+      caBundle: Buffer.from('CA').toString('base64'),
+      service: { name: 'metrics-server', namespace: 'kube-system', port: 443 },
+    });
+    expect(api!.spec.insecureSkipTLSVerify).toBeUndefined();
+    const role = byKind('ClusterRole').find((r) => r.metadata.name === 'system:metrics-server');
+    expect(role!.rules).toEqual([
+      { apiGroups: [''], resources: ['nodes/metrics'], verbs: ['get'] },
+      { apiGroups: [''], resources: ['pods', 'nodes'], verbs: ['get', 'list', 'watch'] },
+    ]);
   });
 });

@@ -50,7 +50,7 @@ describe('ensurePki', () => {
     expect(pki.dir).toBe(join(root, 'pki'));
     expect((await stat(pki.dir)).mode & 0o777).toBe(0o700);
     const entries = fileEntries(pki);
-    expect(entries).toHaveLength(18);
+    expect(entries).toHaveLength(20);
     for (const [field, path] of entries) {
       expect(path.startsWith(pki.dir + '/')).toBe(true);
       const isKey = /Key$/.test(field);
