@@ -21,7 +21,8 @@ export interface ContainerdOptions {
   /** Hosts that withhold CAP_SYS_RESOURCE refuse a negative oom_score_adj. */
   restrictOomScoreAdj: boolean;
   cgroupDriver: 'cgroupfs' | 'systemd';
-  cniBinDir: string;
+  /** Where CNI plugins are looked up, in order; each is also in the plugins' CNI_PATH for delegation. */
+  cniBinDirs: string[];
   cniConfDir: string;
   /** URL of the image cache that mirrors every registry, if any. */
   imageCache?: string;
@@ -53,7 +54,7 @@ state = "/run/containerd"
   [plugins.'io.containerd.cri.v1.runtime']
     restrict_oom_score_adj = ${options.restrictOomScoreAdj}
     [plugins.'io.containerd.cri.v1.runtime'.cni]
-      bin_dirs = [${quote(options.cniBinDir)}]
+      bin_dirs = [${options.cniBinDirs.map(quote).join(', ')}]
       conf_dir = ${quote(options.cniConfDir)}
     [plugins.'io.containerd.cri.v1.runtime'.containerd]
       default_runtime_name = "runc"

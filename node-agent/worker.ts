@@ -1,5 +1,6 @@
 // Role `worker`: containerd, then join (kubelet TLS bootstrap), the pod network for this node's
-// podCIDR, kube-proxy, and routes to every other node's podCIDR.
+// podCIDR, kube-proxy, and routes to every other node's podCIDR. With `networking.cni: none` the
+// pod network and its routes are left to the CNI the user installs.
 
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -19,6 +20,7 @@ import { kubeGet, type KubeNode, type KubeTarget, targetFromKubeconfig } from '.
 import { poll } from '../shared/poll.js';
 import { HUB } from '../shared/remote-nodes.js';
 import { importPreloadedImages, startContainerd } from './containerd.js';
+import { CNI_CONF_DIR, cniBinDirs, vindOwnsPodNetwork } from './cni.js';
 import { bootstrapKubeconfig, discover, type JoinConfig } from './join.js';
 import { log } from './log.js';
 import {
@@ -45,7 +47,7 @@ import { installSafetyNet } from './safety-net.js';
 import { settingsOrStop, setStatus } from './status.js';
 import type { Supervisor } from './supervisor.js';
 
-const CNI_CONFIG = '/etc/cni/net.d/10-vind.conflist';
+const CNI_CONFIG = `${CNI_CONF_DIR}/10-vind.conflist`;
 
 /**
  * Docker's embedded DNS answers on 127.0.0.11 inside the node, which pods cannot reach. Pods get
@@ -130,17 +132,47 @@ async function joinThroughHub(settings: WorkerSettings): Promise<{
   };
 }
 
+/**
+ * vind's pod network: a bridge for this node's podCIDR, one MASQUERADE rule for traffic leaving the
+ * pod network, and a route to every other node's podCIDR via its address.
+ */
+async function startPodNetwork(target: KubeTarget, settings: WorkerSettings, signal: AbortSignal) {
+  const podCidr = await poll(
+    'a podCIDR for this node',
+    async () => (await ownNode(target, settings.nodeName)).spec.podCIDR,
+    { timeoutMs: 180_000 },
+  );
+  await writeFileAtomic(CNI_CONFIG, cniConfig(podCidr));
+  await iptables([
+    '-A',
+    'POSTROUTING',
+    '-t',
+    'nat',
+    '-s',
+    podCidr,
+    '!',
+    '-d',
+    settings.podSubnet,
+    '-j',
+    'MASQUERADE',
+  ]);
+  log(`pod network ${podCidr}`);
+  keepPodRoutes(target, settings.nodeName, signal);
+}
+
 export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Promise<void> {
   const given = settingsOrStop(() => decodeNodeEnv('worker', process.env)) as WorkerSettings;
   const environment = await prepareNode();
   await installSafetyNet(given);
   const { settings, taints } = await joinThroughHub(given);
+  // The folders a CNI's installer writes into through hostPath mounts.
+  for (const dir of [...cniBinDirs(settings.cni), CNI_CONF_DIR]) await mkdir(dir, { recursive: true });
   await startContainerd(supervisor, {
     sandboxImage: PAUSE_IMAGE,
     restrictOomScoreAdj: !environment.canLowerOomScore,
     cgroupDriver: 'cgroupfs',
-    cniBinDir: '/usr/lib/cni',
-    cniConfDir: '/etc/cni/net.d',
+    cniBinDirs: cniBinDirs(settings.cni),
+    cniConfDir: CNI_CONF_DIR,
     imageCache: settings.imageCache,
     imageCacheToken: settings.imageCacheToken,
   });
@@ -196,31 +228,12 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
         : undefined,
     { timeoutMs: 180_000 },
   );
-  const podCidr = await poll(
-    'a podCIDR for this node',
-    async () => (await ownNode(target, settings.nodeName)).spec.podCIDR,
-    { timeoutMs: 180_000 },
-  );
-  await writeFileAtomic(CNI_CONFIG, cniConfig(podCidr));
-  await iptables([
-    '-A',
-    'POSTROUTING',
-    '-t',
-    'nat',
-    '-s',
-    podCidr,
-    '!',
-    '-d',
-    settings.podSubnet,
-    '-j',
-    'MASQUERADE',
-  ]);
-  log(`pod network ${podCidr}`);
+  if (vindOwnsPodNetwork(settings.cni)) await startPodNetwork(target, settings, signal);
+  else log('pod network left to the CNI the user installs (networking.cni: none)');
 
   await writeFileAtomic(KUBE_PROXY_CONFIG, kubeProxyConfig(kubelet));
   supervisor.start({ name: 'kube-proxy', command: 'kube-proxy', args: [`--config=${KUBE_PROXY_CONFIG}`] });
 
-  keepPodRoutes(target, settings.nodeName, signal);
   announceLoadBalancers(target, settings.nodeName, signal);
   // Until its serving certificate is signed the kubelet refuses HTTPS: no logs, exec or metrics.
   await poll('the kubelet serving certificate', async () => existsSync(KUBELET_SERVING_CERT) || undefined, {

@@ -142,9 +142,12 @@ export function registerClusterCommands(program: Command): void {
           reporter,
           signal: controller.signal,
         });
+        const took = formatDuration(performance.now() - started);
         reporter.info(
-          `Cluster "${cluster.name}" is ready in ${formatDuration(performance.now() - started)}: ` +
-            `kubectl --context ${cluster.context} get nodes`,
+          config.cni === 'none' && config.workers.length > 0
+            ? `Cluster "${cluster.name}" is up in ${took}; its nodes stay NotReady until you install a CNI ` +
+                `(networking.cni: none): kubectl --context ${cluster.context} get nodes`
+            : `Cluster "${cluster.name}" is ready in ${took}: kubectl --context ${cluster.context} get nodes`,
         );
       } catch (error) {
         if (controller.signal.aborted) throw new InterruptedError();

@@ -11,7 +11,12 @@ import { createNetwork } from './steps/create-network.js';
 import { joinWorkers } from './steps/join-workers.js';
 import { startContainers } from './steps/start-containers.js';
 import { startControlPlane } from './steps/start-control-plane.js';
-import { waitForApiServer, waitForCoreDns, waitForNodesReady } from './steps/wait-ready.js';
+import {
+  waitForApiServer,
+  waitForCoreDns,
+  waitForNodesReady,
+  waitForNodesReporting,
+} from './steps/wait-ready.js';
 import { writeKubeconfig } from './steps/write-kubeconfig.js';
 
 export const CREATE_STEPS: Step<CreateState>[] = [
@@ -23,6 +28,7 @@ export const CREATE_STEPS: Step<CreateState>[] = [
   writeKubeconfig,
   waitForApiServer,
   waitForNodesReady,
+  waitForNodesReporting,
   waitForCoreDns,
 ];
 

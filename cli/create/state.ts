@@ -21,12 +21,16 @@ import type { StepContext } from './pipeline.js';
 export interface ClusterReadiness {
   apiReady(target: KubeTarget): Promise<boolean>;
   readyNodes(target: KubeTarget): Promise<number>;
+  /** Nodes whose kubelet has posted a Ready condition, whatever it says. */
+  reportingNodes(target: KubeTarget): Promise<number>;
   coreDnsAvailable(target: KubeTarget): Promise<boolean>;
 }
 
 export const kubernetesReadiness: ClusterReadiness = {
   apiReady,
   readyNodes: async (target) => (await listNodes(target)).filter(isNodeReady).length,
+  reportingNodes: async (target) =>
+    (await listNodes(target)).filter((n) => n.status?.conditions?.some((c) => c.type === 'Ready')).length,
   coreDnsAvailable: (target) => deploymentAvailable(target, 'kube-system', 'coredns'),
 };
 

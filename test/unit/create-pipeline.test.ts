@@ -17,6 +17,7 @@ import { FakeRuntime } from '../support/fake-runtime.js';
 const ready: ClusterReadiness = {
   apiReady: async () => true,
   readyNodes: async () => 2,
+  reportingNodes: async () => 2,
   coreDnsAvailable: async () => true,
 };
 
@@ -43,13 +44,21 @@ afterEach(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-function options(runtime: FakeRuntime, signal = new AbortController().signal, name = 'unit') {
+function options(
+  runtime: FakeRuntime,
+  signal = new AbortController().signal,
+  name = 'unit',
+  fileText?: string,
+) {
   const config = resolveClusterConfig({
     flags: { name, workers: '2' },
+    fileText,
     defaultKubernetesVersion: 'v1.36.3',
   });
   return { config, runtime, readiness: ready, kubeconfig, retain: false, signal, reporter: quietReporter() };
 }
+
+const NO_CNI = 'apiVersion: vind.dev/v1alpha1\nkind: Cluster\nnetworking:\n  cni: none\n';
 
 const tokenFile = (cluster: string) => `${IMAGE_CACHE.tokens}/${cluster}`;
 const cacheFiles = (runtime: FakeRuntime) => runtime.containers.get(IMAGE_CACHE.container)?.files;
@@ -90,6 +99,22 @@ describe('create against a fake runtime', () => {
     expect(await kubeconfigText()).toContain('vind-unit');
   });
 
+  it('with networking.cni none, waits for the nodes to report, NotReady, and not for CoreDNS', async () => {
+    const runtime = new FakeRuntime();
+    const lines: string[] = [];
+    const noCni: ClusterReadiness = {
+      ...ready,
+      readyNodes: async () => 0,
+      coreDnsAvailable: async () => false,
+    };
+    await createCluster({
+      ...options(runtime, undefined, 'unit', NO_CNI),
+      readiness: noCni,
+      reporter: quietReporter(lines),
+    });
+    expect(lines.slice(-2)).toEqual(['wait for the API server', 'wait for nodes to report']);
+  });
+
   /** Runs create's steps with `after` run right after step `index` has done its work. */
   async function runWith(
     index: number,
@@ -108,7 +133,9 @@ describe('create against a fake runtime', () => {
           }
         : s,
     );
-    return runPipeline(steps, initialState(options(runtime, controller.signal)), {
+    // A step the default configuration skips runs with networking.cni none.
+    const fileText = CREATE_STEPS[index]!.skip?.(initialState(options(runtime))) ? NO_CNI : undefined;
+    return runPipeline(steps, initialState(options(runtime, controller.signal, 'unit', fileText)), {
       reporter: quietReporter(),
       signal: controller.signal,
       deadline: Date.now() + 10_000,

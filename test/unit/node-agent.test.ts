@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { cniBinDirs, vindOwnsPodNetwork } from '../../node-agent/cni.js';
 import { containerdConfig, mirrorHostsToml } from '../../node-agent/containerd.js';
 import { qualifiedReference } from '../../shared/image-reference.js';
 import {
@@ -64,7 +65,7 @@ describe('containerdConfig', () => {
     sandboxImage: 'vind.dev/pause:3.10',
     restrictOomScoreAdj: true,
     cgroupDriver: 'cgroupfs' as const,
-    cniBinDir: '/usr/lib/cni',
+    cniBinDirs: ['/usr/lib/cni'],
     cniConfDir: '/etc/cni/net.d',
   };
 
@@ -76,12 +77,26 @@ describe('containerdConfig', () => {
     expect(config).toContain('bin_dirs = ["/usr/lib/cni"]');
   });
 
+  it("looks for a user's CNI plugins first, Debian's as delegates, with networking.cni none", () => {
+    expect(containerdConfig({ ...options, cniBinDirs: cniBinDirs('none') })).toContain(
+      'bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]',
+    );
+    expect(cniBinDirs('default')).toEqual(['/usr/lib/cni']);
+  });
+
   it('follows the host on oom_score_adj and the cgroup driver', () => {
     expect(containerdConfig(options)).toContain('restrict_oom_score_adj = true');
     expect(containerdConfig(options)).toContain('SystemdCgroup = false');
     const other = containerdConfig({ ...options, restrictOomScoreAdj: false, cgroupDriver: 'systemd' });
     expect(other).toContain('restrict_oom_score_adj = false');
     expect(other).toContain('SystemdCgroup = true');
+  });
+});
+
+describe('who owns the pod network', () => {
+  it("is vind by default, and the user's CNI with networking.cni none", () => {
+    expect(vindOwnsPodNetwork('default')).toBe(true);
+    expect(vindOwnsPodNetwork('none')).toBe(false);
   });
 });
 

@@ -1,5 +1,7 @@
 // Readiness as the user meets it, through the published port: the API answers, every worker is
-// Ready, CoreDNS is available. With `--wait 0` only the first.
+// Ready, CoreDNS is available. With `--wait 0` only the first. With `networking.cni: none` no node
+// can be Ready (nor CoreDNS run) before the user installs a CNI: every worker's kubelet reporting,
+// NotReady, is as far as a create can go.
 
 import { renderKubeconfig } from '../../../shared/kubeconfig.js';
 import { type KubeTarget, targetFromKubeconfig } from '../../../shared/kubernetes.js';
@@ -11,6 +13,8 @@ function target(state: CreateState): KubeTarget {
 }
 
 const waitsForWorkers = (state: CreateState) => !state.waitForReady || state.config.workers.length === 0;
+const noCni = (state: CreateState) => state.config.cni === 'none';
+const nodes = (count: number) => `${count} node${count > 1 ? 's' : ''}`;
 
 export const waitForApiServer: Step<CreateState> = {
   name: 'wait for the API server',
@@ -26,12 +30,12 @@ export const waitForApiServer: Step<CreateState> = {
 
 export const waitForNodesReady: Step<CreateState> = {
   name: 'wait for nodes Ready',
-  skip: waitsForWorkers,
+  skip: (state) => waitsForWorkers(state) || noCni(state),
   async run(state, context) {
     const api = target(state);
     const count = state.config.workers.length;
     await waitWithin(
-      `${count} node${count > 1 ? 's' : ''} to be Ready`,
+      `${nodes(count)} to be Ready`,
       async () => ((await state.readiness.readyNodes(api)) >= count ? true : undefined),
       context,
       500,
@@ -39,9 +43,25 @@ export const waitForNodesReady: Step<CreateState> = {
   },
 };
 
+export const waitForNodesReporting: Step<CreateState> = {
+  name: 'wait for nodes to report',
+  skip: (state) => waitsForWorkers(state) || !noCni(state),
+  async run(state, context) {
+    const api = target(state);
+    const count = state.config.workers.length;
+    await waitWithin(
+      `${nodes(count)} to report their status`,
+      async () => ((await state.readiness.reportingNodes(api)) >= count ? true : undefined),
+      context,
+      500,
+    );
+    context.note('NotReady until a CNI is installed');
+  },
+};
+
 export const waitForCoreDns: Step<CreateState> = {
   name: 'wait for CoreDNS',
-  skip: waitsForWorkers,
+  skip: (state) => waitsForWorkers(state) || noCni(state),
   async run(state, context) {
     const api = target(state);
     await waitWithin(
