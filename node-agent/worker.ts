@@ -1,5 +1,5 @@
 // Role `worker`: containerd, then join (kubelet TLS bootstrap), the pod network for this node's
-// podCIDR, kube-proxy, and routes to every other node's podCIDR.
+// podCIDR, kube-proxy, routes to every other node's podCIDR, and NetworkPolicy on that network.
 
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -36,6 +36,7 @@ import {
   RESOLV_CONF,
 } from './node-config.js';
 import { announceLoadBalancers } from './load-balancer/announcer.js';
+import { enforceNetworkPolicies } from './network-policy.js';
 import { keepPodRoutes } from './pod-routes.js';
 import { iptables, mssClamp } from './iptables.js';
 import { prepareNode } from './prepare.js';
@@ -220,6 +221,7 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
   supervisor.start({ name: 'kube-proxy', command: 'kube-proxy', args: [`--config=${KUBE_PROXY_CONFIG}`] });
 
   keepPodRoutes(target, settings.nodeName, signal);
+  if (settings.cni === 'default') enforceNetworkPolicies(target, settings.nodeName, signal);
   announceLoadBalancers(target, settings.nodeName, signal);
   await setStatus('ready', `joined as ${settings.nodeName}`);
 }
