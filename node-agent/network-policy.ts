@@ -63,28 +63,27 @@ export function enforceNetworkPolicies(target: KubeTarget, nodeName: string, sig
       if (!pods || !namespaces || !policies) return;
       const plan = networkPolicyPlan(nodeName, policies, pods, namespaces);
       const setsText = ipsetRestoreText(plan.sets);
-      // Sets before the rules that name them; sets that no rule names any more after them.
-      if (setsText !== appliedSets) {
-        await run('ipset', ['restore'], setsText);
-        appliedSets = setsText;
-      }
-      const existingChains = (await run('iptables-save', ['-t', 'filter']))
-        .split('\n')
-        .filter((line) => line.startsWith(`:${POD_CHAIN_PREFIX}`))
-        .map((line) => line.slice(1).split(' ')[0]!);
-      const stale = existingChains.filter((chain) => !plan.chains.has(chain));
       const rulesText = iptablesRestoreText(plan, []);
-      if (rulesText !== appliedRules || stale.length > 0) {
+      // An unchanged plan costs no command: an idle node only checks the FORWARD jump.
+      if (setsText !== appliedSets || rulesText !== appliedRules) {
+        // Sets before the rules that name them; sets that no rule names any more after them.
+        await run('ipset', ['restore'], setsText);
+        const stale = (await run('iptables-save', ['-t', 'filter']))
+          .split('\n')
+          .filter((line) => line.startsWith(`:${POD_CHAIN_PREFIX}`))
+          .map((line) => line.slice(1).split(' ')[0]!)
+          .filter((chain) => !plan.chains.has(chain));
         await run('iptables-restore', ['--noflush'], iptablesRestoreText(plan, stale));
+        const wantedSets = new Set(plan.sets.map((set) => set.name));
+        for (const set of (await run('ipset', ['list', '-n'])).split('\n')) {
+          if (set.startsWith(SET_PREFIX) && !wantedSets.has(set)) await run('ipset', ['destroy', set]);
+        }
         if (rulesText !== appliedRules) {
           const isolated = [...plan.chains.keys()].filter((chain) => chain !== NETPOL_CHAIN).length;
           log(`network policies: ${policies.length} in the cluster, ${isolated} pod chains on this node`);
         }
+        appliedSets = setsText;
         appliedRules = rulesText;
-      }
-      const wantedSets = new Set(plan.sets.map((set) => set.name));
-      for (const set of (await run('ipset', ['list', '-n'])).split('\n')) {
-        if (set.startsWith(SET_PREFIX) && !wantedSets.has(set)) await run('ipset', ['destroy', set]);
       }
       await ensureForwardJump();
     },
