@@ -108,6 +108,8 @@ export const DEBIAN_PACKAGES = [
   // Gratuitous ARP when a node takes over a LoadBalancer address.
   'iputils-arping',
   'iptables',
+  // ipsets of peer addresses for NetworkPolicy rules (node-agent/network-policy.ts).
+  'ipset',
   'kmod',
   'libseccomp2',
   'mount',

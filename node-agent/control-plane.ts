@@ -54,6 +54,7 @@ import { approveKubeletServingCertificates } from './kubelet-serving.js';
 import { log } from './log.js';
 import { metricsServer } from './metrics-manifests.js';
 import { keepPodRoutes } from './pod-routes.js';
+import { networkPolicyRbac } from './network-policy-rules.js';
 import { installSafetyNet } from './safety-net.js';
 import { ReasonedError, settingsOrStop, setStatus } from './status.js';
 import type { ServiceSpec, Supervisor } from './supervisor.js';
@@ -420,6 +421,8 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
   await applyManifests(
     manifestList([
       ...bootstrapRbac(),
+      // Workers' agents enforce NetworkPolicy on vind's pod network; another CNI brings its own.
+      ...(settings.cni === 'default' ? networkPolicyRbac() : []),
       bootstrapTokenSecret(token),
       // Signed here, as the bootstrap signer of the controller manager would, so that workers need not
       // wait for that controller to start before they can join.

@@ -1,6 +1,6 @@
 // Role `worker`: containerd, then join (kubelet TLS bootstrap), the pod network for this node's
-// podCIDR, kube-proxy, and routes to every other node's podCIDR. With `networking.cni: none` the
-// pod network and its routes are left to the CNI the user installs.
+// podCIDR, kube-proxy, routes to every other node's podCIDR, and NetworkPolicy on that network. With
+// `networking.cni: none` the pod network, its routes and its policies are left to the CNI the user installs.
 
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -39,6 +39,7 @@ import {
   RESOLV_CONF,
 } from './node-config.js';
 import { announceLoadBalancers } from './load-balancer/announcer.js';
+import { enforceNetworkPolicies } from './network-policy.js';
 import { keepPodRoutes } from './pod-routes.js';
 import { iptables, mssClamp } from './iptables.js';
 import { prepareNode } from './prepare.js';
@@ -234,6 +235,8 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
   await writeFileAtomic(KUBE_PROXY_CONFIG, kubeProxyConfig(kubelet));
   supervisor.start({ name: 'kube-proxy', command: 'kube-proxy', args: [`--config=${KUBE_PROXY_CONFIG}`] });
 
+  // After kube-proxy: its FORWARD rules are there to be preceded by the policy chain.
+  if (vindOwnsPodNetwork(settings.cni)) enforceNetworkPolicies(target, settings.nodeName, signal);
   announceLoadBalancers(target, settings.nodeName, signal);
   // Until its serving certificate is signed the kubelet refuses HTTPS: no logs, exec or metrics.
   await poll('the kubelet serving certificate', async () => existsSync(KUBELET_SERVING_CERT) || undefined, {
