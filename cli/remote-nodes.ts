@@ -248,6 +248,13 @@ export async function addRemoteNode(
   if (await sleepRecord(runtime, cluster)) {
     throw new VindError(`cluster "${cluster}" is asleep: wake it with \`vind wake ${cluster}\` first`);
   }
+  const controlPlane = await runtime.inspectContainer(controlPlaneName(cluster));
+  if (controlPlane?.labels[LABELS.cni] === 'none') {
+    // A remote node's pods are reached through the hub by vind's pod routes, which such a cluster has not.
+    throw new VindError(
+      `cluster "${cluster}" was made with networking.cni: none: remote nodes need vind's pod network, create a cluster without it`,
+    );
+  }
   const target = targetFromKubeconfig(await clusterKubeconfig(runtime, cluster, false));
   const nodes = await listNodes(target);
   if (nodes.some((n) => n.metadata.name === node)) {

@@ -35,6 +35,7 @@ import {
   apiReady,
   deploymentAvailable,
   isNodeReady,
+  type KubeNode,
   kubeGet,
   type KubeTarget,
   listNodes,
@@ -66,20 +67,28 @@ export interface WakeProbes {
    * control plane still holds the Ready the kubelets posted before the sleep).
    */
   allNodesReady(target: KubeTarget, heartbeatSince?: Date): Promise<boolean>;
+  /** Every node has posted its status (Ready or not), after `heartbeatSince` when given. */
+  allNodesReported(target: KubeTarget, heartbeatSince?: Date): Promise<boolean>;
   /** CoreDNS available; with `readySince`, a pod of it Ready with containers started after that moment. */
   coreDnsAvailable(target: KubeTarget, readySince?: Date): Promise<boolean>;
+}
+
+/** Whether the node's kubelet posted its Ready condition (whatever it says) after `since`. */
+function postedSince(node: KubeNode, since: Date | undefined): boolean {
+  const ready = node.status?.conditions?.find((c) => c.type === 'Ready');
+  if (!ready) return false;
+  return !since || Date.parse(ready.lastHeartbeatTime ?? '') > since.getTime();
 }
 
 export const kubernetesWakeProbes: WakeProbes = {
   apiReady,
   allNodesReady: async (target, heartbeatSince) => {
     const nodes = await listNodes(target);
-    const fresh = (node: (typeof nodes)[number]) => {
-      if (!heartbeatSince) return true;
-      const ready = node.status?.conditions?.find((c) => c.type === 'Ready');
-      return Date.parse(ready?.lastHeartbeatTime ?? '') > heartbeatSince.getTime();
-    };
-    return nodes.length > 0 && nodes.every((n) => isNodeReady(n) && fresh(n));
+    return nodes.length > 0 && nodes.every((n) => isNodeReady(n) && postedSince(n, heartbeatSince));
+  },
+  allNodesReported: async (target, heartbeatSince) => {
+    const nodes = await listNodes(target);
+    return nodes.length > 0 && nodes.every((n) => postedSince(n, heartbeatSince));
   },
   coreDnsAvailable: async (target, readySince) => {
     if (!readySince) return deploymentAvailable(target, 'kube-system', 'coredns');
@@ -246,12 +255,20 @@ export async function wakeCluster(
   // went on as they were, and post their status only when it changes.
   const heartbeatSince =
     stopped.length > 0 ? new Date(record?.since ? Date.parse(record.since) : Date.now() - 1000) : undefined;
-  if (hasWorkers) {
+  // With `networking.cni: none` the nodes are Ready only once the user's CNI is, perhaps never: as
+  // `create`, waking waits for every node to report, and not for CoreDNS.
+  const ownNetwork =
+    containers.find((c) => c.labels[LABELS.role] === 'control-plane')?.labels[LABELS.cni] !== 'none';
+  if (hasWorkers && ownNetwork) {
     await reporter.step('wait for nodes Ready', () =>
       waitFor('every node to be Ready', deadline, () => probes.allNodesReady(target, heartbeatSince)),
     );
+  } else if (hasWorkers) {
+    await reporter.step('wait for nodes to report', () =>
+      waitFor('every node to report', deadline, () => probes.allNodesReported(target, heartbeatSince)),
+    );
   }
-  if (stopped.length > 0 && hasWorkers) {
+  if (stopped.length > 0 && hasWorkers && ownNetwork) {
     await reporter.step('wait for CoreDNS', () =>
       waitFor('CoreDNS', deadline, () => probes.coreDnsAvailable(target, heartbeatSince)),
     );

@@ -30,6 +30,8 @@ export const LABELS = {
   remoteNode: 'dev.vind.remote-node',
   /** On a front door: its auto-sleep idle time (a duration such as 30m), absent when it has none. */
   sleepAfter: 'dev.vind.sleep-after',
+  /** On the control plane: `networking.cni` (`default` or `none`), for what waking waits for. */
+  cni: 'dev.vind.cni',
 } as const;
 
 /** The container command names the role the agent plays; `probe` is a throw-away capability check. */

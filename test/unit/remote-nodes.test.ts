@@ -1,8 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { hubContainerSpec } from '../../cli/runtime/container-specs.js';
-import { hostEndpoints, parseLabels, parseTaints, remoteContainerName } from '../../cli/remote-nodes.js';
+import {
+  addRemoteNode,
+  hostEndpoints,
+  parseLabels,
+  parseTaints,
+  remoteContainerName,
+} from '../../cli/remote-nodes.js';
+import { FakeRuntime } from '../support/fake-runtime.js';
 import { wantedPeers } from '../../node-agent/hub.js';
-import { decodeNodeEnv, encodeNodeEnv } from '../../shared/contract.js';
+import { decodeNodeEnv, encodeNodeEnv, LABELS } from '../../shared/contract.js';
 import {
   decodeJoinSecret,
   encodeJoinSecret,
@@ -144,5 +151,26 @@ describe('remote nodes', () => {
       'net.ipv4.conf.all.proxy_arp': '1',
     });
     expect(hostEndpoints(40123).every((e) => e.endsWith(':40123'))).toBe(true);
+  });
+
+  it("refuses a remote node for a cluster whose pod network is the user's (networking.cni: none)", async () => {
+    const runtime = new FakeRuntime();
+    await runtime.runNode({
+      name: 'bare-control-plane',
+      cluster: 'bare',
+      role: 'control-plane',
+      image: 'vind/node:x',
+      securityMode: 'privileged',
+      network: 'vind-bare',
+      address: '172.30.0.2',
+      env: [],
+      ports: [],
+      labels: { [LABELS.cni]: 'none' },
+    });
+    await expect(
+      addRemoteNode(runtime, 'bare', 'far', { labels: {}, taints: [], ttlMs: 3_600_000 }),
+    ).rejects.toThrow(
+      `cluster "bare" was made with networking.cni: none: remote nodes need vind's pod network, create a cluster without it`,
+    );
   });
 });

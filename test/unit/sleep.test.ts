@@ -29,10 +29,11 @@ current-context: x
 const ready: WakeProbes = {
   apiReady: async () => true,
   allNodesReady: async () => true,
+  allNodesReported: async () => true,
   coreDnsAvailable: async () => true,
 };
 
-async function cluster(runtime: FakeRuntime, name = 'dev'): Promise<void> {
+async function cluster(runtime: FakeRuntime, name = 'dev', cni = 'default'): Promise<void> {
   const common = {
     cluster: name,
     image: 'vind/node:x',
@@ -46,7 +47,7 @@ async function cluster(runtime: FakeRuntime, name = 'dev'): Promise<void> {
     name: `${name}-control-plane`,
     role: 'control-plane',
     address: '172.30.0.2',
-    labels: { [LABELS.apiPort]: '6443' },
+    labels: { [LABELS.apiPort]: '6443', [LABELS.cni]: cni },
   });
   await runtime.runNode({
     ...common,
@@ -295,6 +296,33 @@ describe('sleep and wake against a fake runtime', () => {
       expect(parseCheckpointReport(`${JSON.stringify(report)}\n`)).toEqual(report);
       expect(() => parseCheckpointReport('{"daemons":1}')).toThrow('unexpected checkpoint report');
     });
+  });
+
+  it('wakes a cluster of networking.cni none once its nodes report, NotReady until a CNI is installed', async () => {
+    await cluster(runtime, 'bare', 'none');
+    await sleepCluster(runtime, 'bare', 'stop', quiet);
+    const never = async () => false;
+    const reported: (Date | undefined)[] = [];
+    const lines: string[] = [];
+    expect(
+      await wakeCluster(
+        runtime,
+        'bare',
+        { ...quiet, step: async (name, work) => (lines.push(name), work(() => undefined)) },
+        {
+          probes: {
+            ...ready,
+            allNodesReady: never,
+            coreDnsAvailable: never,
+            allNodesReported: async (_target, since) => (reported.push(since), true),
+          },
+          timeoutMs: 300,
+        },
+      ),
+    ).toBe('stop');
+    expect(reported[0]).toBeInstanceOf(Date);
+    expect(lines).toContain('wait for nodes to report');
+    expect(lines).not.toContain('wait for CoreDNS');
   });
 
   it('wakes a cluster without workers once the API answers: no node to wait for', async () => {

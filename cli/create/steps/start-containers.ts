@@ -75,6 +75,7 @@ export function nodeRequests(state: CreateState, cacheToken: string): NodeReques
     labels: {
       [LABELS.kubernetesVersion]: config.kubernetesVersion,
       [LABELS.apiPort]: String(apiPort),
+      [LABELS.cni]: config.cni,
       ...(config.datastore.kind === 'sqlite' ? {} : { [LABELS.datastore]: redactUrl(config.datastore.url) }),
     },
   };
