@@ -6,7 +6,15 @@
 import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { COREDNS_IMAGE, LABELS, nodeImage, PAUSE_IMAGE, VIND_VERSION } from '../shared/contract.js';
+import {
+  COREDNS_IMAGE,
+  LABELS,
+  LOCAL_PATH_HELPER_IMAGE,
+  LOCAL_PATH_PROVISIONER_IMAGE,
+  nodeImage,
+  PAUSE_IMAGE,
+  VIND_VERSION,
+} from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
 import { bundleNodeAgent } from './agent-bundle.js';
 import { baseImageReference, ensureBaseImage } from './base-image.js';
@@ -23,9 +31,10 @@ import {
 } from './go-build.js';
 import { inputsHash, shortHash } from './inputs.js';
 import { type KubernetesVersion, parseKubernetesVersion, VersionError } from './kubernetes-module.js';
+import { busyboxPackage, fetchBusybox, localPathArchives } from './local-path.js';
 import { nodeDockerfile } from './node-dockerfile.js';
 import { PROJECT_ROOT } from './project-root.js';
-import { DEFAULT_KUBERNETES_VERSION, GO_TOOLS, goTool, KUBERNETES_COMPONENTS } from './recipe.js';
+import { DEFAULT_KUBERNETES_VERSION, GO_TOOLS, goTool, KUBERNETES_COMPONENTS, POD_TOOLS } from './recipe.js';
 import { requireCommand, StageFailure, stageRunner } from './stage-runner.js';
 
 export interface ImageBuildOptions {
@@ -68,11 +77,13 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
   const baseImage = baseImageReference();
   const dockerfile = nodeDockerfile(baseImage);
   const pauseSource = await readFile(join(PROJECT_ROOT, 'images', 'pause', 'pause.c'), 'utf8');
+  const busybox = await busyboxPackage();
   const hash = inputsHash({
     kubernetes: version.tag,
     tools: JSON.stringify(GO_TOOLS),
     components: KUBERNETES_COMPONENTS.join(','),
-    images: `${PAUSE_IMAGE},${COREDNS_IMAGE}`,
+    images: `${PAUSE_IMAGE},${COREDNS_IMAGE},${LOCAL_PATH_PROVISIONER_IMAGE},${LOCAL_PATH_HELPER_IMAGE}`,
+    busybox: `${busybox.name}=${busybox.version} sha256:${busybox.sha256}`,
     dockerfile,
     pause: pauseSource,
     agent: agentBundle,
@@ -105,6 +116,9 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
     );
   }
   const pauseBinary = await reporter.step('compile pause', (note) => compilePause(dirs, note));
+  const busyboxDir = await reporter.step(`download ${busybox.name} ${busybox.version}`, (note) =>
+    fetchBusybox(dirs, busybox, note),
+  );
 
   const context = await mkdtemp(join(tmpdir(), 'vind-node-image-'));
   try {
@@ -114,8 +128,8 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
       for (const dir of [kubernetesDir, ...toolDirs]) {
         for (const name of await readdir(dir)) {
           if (name.startsWith('.')) continue;
-          // CoreDNS runs as a pod, not on the node: it only goes into its image below.
-          if (name === 'coredns') continue;
+          // CoreDNS and the provisioner run as pods, not on the node: they only go into their images below.
+          if (POD_TOOLS.includes(name)) continue;
           await copyFile(join(dir, name), join(context, 'bin', name));
           await chmod(join(context, 'bin', name), 0o755);
           files.push(`bin/${name}`);
@@ -138,6 +152,14 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
       });
       await writeFile(join(context, 'images', 'coredns.tar'), coredns.tar);
       files.push('images/pause.tar', 'images/coredns.tar');
+      const provisionerBinary = join(
+        toolDirs[GO_TOOLS.indexOf(goTool('local-path-provisioner'))]!,
+        'local-path-provisioner',
+      );
+      for (const archive of await localPathArchives(provisionerBinary, busyboxDir)) {
+        await writeFile(join(context, 'images', archive.file), archive.tar);
+        files.push(`images/${archive.file}`);
+      }
       await writeFile(join(context, 'node-agent.mjs'), agentBundle);
       await writeFile(join(context, 'Dockerfile'), dockerfile);
       files.push('node-agent.mjs', 'Dockerfile');

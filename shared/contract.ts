@@ -51,6 +51,12 @@ export const PAUSE_VERSION = '3.10';
 export const COREDNS_VERSION = 'v1.15.0';
 export const PAUSE_IMAGE = `vind.dev/pause:${PAUSE_VERSION}`;
 export const COREDNS_IMAGE = `vind.dev/coredns:${COREDNS_VERSION}`;
+/** The default StorageClass's provisioner, and the shell its helper pods run (busybox, from Debian). */
+export const LOCAL_PATH_PROVISIONER_VERSION = 'v0.0.30';
+export const LOCAL_PATH_PROVISIONER_IMAGE = `vind.dev/local-path-provisioner:${LOCAL_PATH_PROVISIONER_VERSION}`;
+export const LOCAL_PATH_HELPER_IMAGE = `vind.dev/local-path-helper:${LOCAL_PATH_PROVISIONER_VERSION}`;
+/** Where every node keeps those volumes: on the node's /var volume, so they outlive its container. */
+export const LOCAL_VOLUMES_DIR = '/var/local-path-provisioner';
 
 // ---- ports, names and paths inside a cluster ----
 
