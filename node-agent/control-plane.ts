@@ -52,6 +52,7 @@ import { LoadBalancerController } from './load-balancer/controller.js';
 import { log } from './log.js';
 import { keepPodRoutes } from './pod-routes.js';
 import { installSafetyNet } from './safety-net.js';
+import { storageManifests } from './storage-manifests.js';
 import { ReasonedError, settingsOrStop, setStatus } from './status.js';
 import type { ServiceSpec, Supervisor } from './supervisor.js';
 
@@ -421,6 +422,7 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
         [`jws-kubeconfig-${token.id}`]: signDetachedJws(kubeconfigText, tokenText),
       }),
       ...coreDns(COREDNS_IMAGE, clusterDnsAddress(settings.serviceSubnet)),
+      ...storageManifests(settings.storage),
     ]),
   );
   const join: JoinInfo = {
