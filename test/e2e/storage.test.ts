@@ -10,7 +10,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LOCAL_VOLUMES_DIR } from '../../shared/contract.js';
+import { LOCAL_PATH_HELPER_IMAGE, LOCAL_VOLUMES_DIR, PAUSE_IMAGE } from '../../shared/contract.js';
 import {
   docker,
   ensureTestImage,
@@ -154,6 +154,24 @@ describe('storage: default', () => {
       'deployment/local-path-provisioner',
       '--timeout=180s',
     ]);
+  });
+
+  it('keeps the helper image on every worker, pinned as the pause image is', async () => {
+    for (const worker of [`${cluster}-worker`, `${cluster}-worker2`]) {
+      const pinned = async (image: string) => {
+        const listed = await execInContainer(worker, ['ctr', '-n', 'k8s.io', 'images', 'ls']);
+        const line = listed.stdout.split('\n').find((l) => l.startsWith(`${image} `));
+        return line?.includes('io.cri-containerd.pinned=pinned') ? true : undefined;
+      };
+      // The pause image is the control: containerd pins what its configuration names.
+      await waitFor(`${PAUSE_IMAGE} pinned on ${worker}`, () => pinned(PAUSE_IMAGE), 30_000, 500);
+      await waitFor(
+        `${LOCAL_PATH_HELPER_IMAGE} pinned on ${worker}`,
+        () => pinned(LOCAL_PATH_HELPER_IMAGE),
+        30_000,
+        500,
+      );
+    }
   });
 
   it('keeps a claim Pending until a pod uses it, then binds it on the node of that pod', async () => {
