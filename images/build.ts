@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import {
   COREDNS_IMAGE,
   LABELS,
+  LOCAL_PATH_HELPER_IMAGE,
+  LOCAL_PATH_PROVISIONER_IMAGE,
   METRICS_SERVER_IMAGE,
   nodeImage,
   PAUSE_IMAGE,
@@ -30,6 +32,7 @@ import {
 } from './go-build.js';
 import { inputsHash, shortHash } from './inputs.js';
 import { type KubernetesVersion, parseKubernetesVersion, VersionError } from './kubernetes-module.js';
+import { busyboxPackage, fetchBusybox, localPathArchives } from './local-path.js';
 import { nodeDockerfile } from './node-dockerfile.js';
 import { PROJECT_ROOT } from './project-root.js';
 import { DEFAULT_KUBERNETES_VERSION, GO_TOOLS, goTool, KUBERNETES_COMPONENTS, POD_TOOLS } from './recipe.js';
@@ -75,11 +78,13 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
   const baseImage = baseImageReference();
   const dockerfile = nodeDockerfile(baseImage);
   const pauseSource = await readFile(join(PROJECT_ROOT, 'images', 'pause', 'pause.c'), 'utf8');
+  const busybox = await busyboxPackage();
   const hash = inputsHash({
     kubernetes: version.tag,
     tools: JSON.stringify(GO_TOOLS),
     components: KUBERNETES_COMPONENTS.join(','),
-    images: `${PAUSE_IMAGE},${COREDNS_IMAGE},${METRICS_SERVER_IMAGE}`,
+    images: `${PAUSE_IMAGE},${COREDNS_IMAGE},${METRICS_SERVER_IMAGE},${LOCAL_PATH_PROVISIONER_IMAGE},${LOCAL_PATH_HELPER_IMAGE}`,
+    busybox: `${busybox.name}=${busybox.version} sha256:${busybox.sha256}`,
     dockerfile,
     pause: pauseSource,
     agent: agentBundle,
@@ -112,6 +117,9 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
     );
   }
   const pauseBinary = await reporter.step('compile pause', (note) => compilePause(dirs, note));
+  const busyboxDir = await reporter.step(`download ${busybox.name} ${busybox.version}`, (note) =>
+    fetchBusybox(dirs, busybox, note),
+  );
 
   const context = await mkdtemp(join(tmpdir(), 'vind-node-image-'));
   try {
@@ -157,6 +165,14 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
       });
       await writeFile(join(context, 'images', 'metrics-server.tar'), metricsServer.tar);
       files.push('images/pause.tar', 'images/coredns.tar', 'images/metrics-server.tar');
+      const provisionerBinary = join(
+        toolDirs[GO_TOOLS.indexOf(goTool('local-path-provisioner'))]!,
+        'local-path-provisioner',
+      );
+      for (const archive of await localPathArchives(provisionerBinary, busyboxDir)) {
+        await writeFile(join(context, 'images', archive.file), archive.tar);
+        files.push(`images/${archive.file}`);
+      }
       await writeFile(join(context, 'node-agent.mjs'), agentBundle);
       await writeFile(join(context, 'Dockerfile'), dockerfile);
       files.push('node-agent.mjs', 'Dockerfile');

@@ -44,7 +44,7 @@ export async function downloadModule(runner: Runner, module: string, version: st
 }
 
 /** A folder of compiled binaries, complete only when its stamp matches the build key. */
-async function cachedBinaries(
+export async function cachedBinaries(
   cacheDir: string,
   name: string,
   buildKey: string,

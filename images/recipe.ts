@@ -1,7 +1,11 @@
 // What goes into a node image: every pinned version and package list lives here, so that the
 // input hash (images/inputs.ts) changes exactly when the recipe does.
 
-import { COREDNS_VERSION, METRICS_SERVER_VERSION } from '../shared/contract.js';
+import {
+  COREDNS_VERSION,
+  LOCAL_PATH_PROVISIONER_VERSION,
+  METRICS_SERVER_VERSION,
+} from '../shared/contract.js';
 
 /** Newest stable Kubernetes on the Go module proxy that runs on cgroup v1 and v2 hosts. */
 export const DEFAULT_KUBERNETES_VERSION = 'v1.36.3';
@@ -82,10 +86,24 @@ export const GO_TOOLS: GoTool[] = [
     versionFlags: ['-X k8s.io/client-go/pkg/version.gitVersion={version}'],
     extraLdflags: [],
   },
+  {
+    // The default StorageClass's provisioner; the contract names the image the control plane deploys.
+    name: 'local-path-provisioner',
+    module: 'github.com/rancher/local-path-provisioner',
+    version: LOCAL_PATH_PROVISIONER_VERSION,
+    packages: ['.'],
+    cgo: false,
+    tags: [],
+    versionFlags: ['-X main.VERSION={version}'],
+    extraLdflags: [],
+  },
 ];
 
-/** Go tools that run as pods: their binaries go into preloaded images, not onto the node's PATH. */
-export const POD_TOOLS = ['coredns', 'metrics-server'];
+/** Go tools that run as pods: each goes into its own preloaded image, not into the node's /usr/local/bin. */
+export const POD_TOOLS = ['coredns', 'metrics-server', 'local-path-provisioner'];
+
+/** The Debian package whose static busybox is the shell of the local-path helper pods. */
+export const BUSYBOX_PACKAGE = 'busybox-static';
 
 /** Kubernetes components compiled from k8s.io/kubernetes. */
 export const KUBERNETES_COMPONENTS = [

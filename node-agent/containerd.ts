@@ -5,7 +5,12 @@ import { chmod, readdir, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { writeFileAtomic } from '../shared/atomic-write.js';
-import { IMAGE_CACHE, PRELOADED_IMAGES_DIR } from '../shared/contract.js';
+import {
+  IMAGE_CACHE,
+  LOCAL_PATH_HELPER_IMAGE,
+  LOCAL_PATH_PROVISIONER_IMAGE,
+  PRELOADED_IMAGES_DIR,
+} from '../shared/contract.js';
 import { qualifiedReference } from '../shared/image-reference.js';
 import { poll } from '../shared/poll.js';
 import { log } from './log.js';
@@ -34,6 +39,16 @@ function quote(value: string): string {
   return JSON.stringify(value);
 }
 
+/**
+ * Preloaded images that no registry can give back, kept from the kubelet's image collection (which
+ * removes unused images on a full disk): the local-path helper runs only while a volume is made or
+ * removed, and nothing would be left to run it with.
+ */
+export const PINNED_PRELOADED_IMAGES: Record<string, string> = {
+  'local-path-provisioner': LOCAL_PATH_PROVISIONER_IMAGE,
+  'local-path-helper': LOCAL_PATH_HELPER_IMAGE,
+};
+
 export function containerdConfig(options: ContainerdOptions): string {
   return `# Written by vind node-agent; rewritten at every start of the node.
 version = 3
@@ -48,7 +63,9 @@ state = "/run/containerd"
     snapshotter = "overlayfs"
     [plugins.'io.containerd.cri.v1.images'.pinned_images]
       sandbox = ${quote(options.sandboxImage)}
-    [plugins.'io.containerd.cri.v1.images'.registry]
+${Object.entries(PINNED_PRELOADED_IMAGES)
+  .map(([key, image]) => `      ${key} = ${quote(image)}\n`)
+  .join('')}    [plugins.'io.containerd.cri.v1.images'.registry]
       config_path = ${quote(REGISTRY_HOSTS_DIR)}
 
   [plugins.'io.containerd.cri.v1.runtime']

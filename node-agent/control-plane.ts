@@ -56,6 +56,7 @@ import { metricsServer } from './metrics-manifests.js';
 import { keepPodRoutes } from './pod-routes.js';
 import { networkPolicyRbac } from './network-policy-rules.js';
 import { installSafetyNet } from './safety-net.js';
+import { storageManifests } from './storage-manifests.js';
 import { ReasonedError, settingsOrStop, setStatus } from './status.js';
 import type { ServiceSpec, Supervisor } from './supervisor.js';
 
@@ -436,6 +437,7 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
         certPem: await readFile(pki.metricsServerCert, 'utf8'),
         keyPem: await readFile(pki.metricsServerKey, 'utf8'),
       }),
+      ...storageManifests(settings.storage),
     ]),
   );
   const join: JoinInfo = {

@@ -55,6 +55,12 @@ export const PAUSE_IMAGE = `vind.dev/pause:${PAUSE_VERSION}`;
 export const COREDNS_IMAGE = `vind.dev/coredns:${COREDNS_VERSION}`;
 export const METRICS_SERVER_VERSION = 'v0.9.0';
 export const METRICS_SERVER_IMAGE = `vind.dev/metrics-server:${METRICS_SERVER_VERSION}`;
+/** The default StorageClass's provisioner, and the shell its helper pods run (busybox, from Debian). */
+export const LOCAL_PATH_PROVISIONER_VERSION = 'v0.0.30';
+export const LOCAL_PATH_PROVISIONER_IMAGE = `vind.dev/local-path-provisioner:${LOCAL_PATH_PROVISIONER_VERSION}`;
+export const LOCAL_PATH_HELPER_IMAGE = `vind.dev/local-path-helper:${LOCAL_PATH_PROVISIONER_VERSION}`;
+/** Where every node keeps those volumes: on the node's /var volume, so they outlive its container. */
+export const LOCAL_VOLUMES_DIR = '/var/local-path-provisioner';
 
 // ---- ports, names and paths inside a cluster ----
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { cniBinDirs, vindOwnsPodNetwork } from '../../node-agent/cni.js';
 import { containerdConfig, mirrorHostsToml } from '../../node-agent/containerd.js';
 import { qualifiedReference } from '../../shared/image-reference.js';
+import { LOCAL_PATH_HELPER_IMAGE, LOCAL_PATH_PROVISIONER_IMAGE } from '../../shared/contract.js';
 import {
   CAP_SYS_RESOURCE,
   cgroupV1Hierarchies,
@@ -73,6 +74,9 @@ describe('containerdConfig', () => {
     const config = containerdConfig(options);
     expect(config).toContain('version = 3');
     expect(config).toContain('sandbox = "vind.dev/pause:3.10"');
+    // The local-path images too: the helper runs only now and then, and no registry has it.
+    expect(config).toContain(`local-path-helper = "${LOCAL_PATH_HELPER_IMAGE}"`);
+    expect(config).toContain(`local-path-provisioner = "${LOCAL_PATH_PROVISIONER_IMAGE}"`);
     expect(config).toContain('config_path = "/etc/containerd/certs.d"');
     expect(config).toContain('bin_dirs = ["/usr/lib/cni"]');
   });
