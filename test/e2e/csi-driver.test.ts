@@ -25,7 +25,7 @@ import {
   removeByLabel,
   requireNodeImage,
   runVind,
-  TEST_IMAGE,
+  podOnClaim,
   uniqueName,
   waitFor,
 } from './helpers.js';
@@ -74,26 +74,9 @@ interface Event {
 }
 
 /** A pod on the claim `data`: writes a line into the volume if asked to, then stays. */
-function podOnClaim(name: string, write: boolean) {
+function podOnData(name: string, write: boolean) {
   const script = write ? 'echo "written by $(hostname)" > /data/hello && sleep 3600' : 'sleep 3600';
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name },
-    spec: {
-      terminationGracePeriodSeconds: 1,
-      containers: [
-        {
-          name: 'app',
-          image: TEST_IMAGE,
-          imagePullPolicy: 'IfNotPresent',
-          command: ['sh', '-c', script],
-          volumeMounts: [{ name: 'data', mountPath: '/data' }],
-        },
-      ],
-      volumes: [{ name: 'data', persistentVolumeClaim: { claimName: 'data' } }],
-    },
-  };
+  return podOnClaim(name, 'data', script);
 }
 
 const claim = {
@@ -167,7 +150,7 @@ describe('a CSI driver installed on a cluster created with storage: none', () =>
   it('leaves a claim on the class Pending, waiting for a provisioner that is not there yet', async () => {
     await apply(csiStorageClass());
     await apply(claim);
-    await apply(podOnClaim('writer', true));
+    await apply(podOnData('writer', true));
     // The scheduler picks a node for the pod, and the volume controller then waits for the driver.
     const waiting = await waitFor(
       'the ExternalProvisioning event on the claim',
@@ -256,7 +239,7 @@ describe('a CSI driver installed on a cluster created with storage: none', () =>
     // NodeUnpublishVolume took the bind mount away with the pod.
     expect(await mountsOf(volumeNode, handle)).toEqual([]);
 
-    await apply(podOnClaim('reader', false));
+    await apply(podOnData('reader', false));
     const ready = await kubectl(['wait', 'pod/reader', '--for=condition=Ready', '--timeout=120s']);
     expect(ready.exitCode, ready.stderr).toBe(0);
     const pod = await getJson<Pod>(['get', 'pod', 'reader']);

@@ -21,7 +21,7 @@ import {
   removeByLabel,
   requireNodeImage,
   runVind,
-  TEST_IMAGE,
+  podOnClaim,
   uniqueName,
   waitFor,
 } from './helpers.js';
@@ -83,24 +83,7 @@ describe('storage: default', () => {
   const claim = () => getJson<Claim>(kubectl, ['pvc', 'data']);
 
   function podManifest(name: string, script: string): string {
-    return JSON.stringify({
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { name },
-      spec: {
-        terminationGracePeriodSeconds: 1,
-        containers: [
-          {
-            name: 'main',
-            image: TEST_IMAGE,
-            imagePullPolicy: 'IfNotPresent',
-            command: ['sh', '-c', script],
-            volumeMounts: [{ name: 'data', mountPath: '/data' }],
-          },
-        ],
-        volumes: [{ name: 'data', persistentVolumeClaim: { claimName: 'data' } }],
-      },
-    });
+    return JSON.stringify(podOnClaim(name, 'data', script));
   }
 
   /** The pod's container, to tell a container started anew from the one before. */

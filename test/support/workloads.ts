@@ -144,6 +144,28 @@ async function loadIntoDocker(archive: Buffer): Promise<void> {
 
 export const TEST_IMAGE = 'vind-test/busybox:1';
 
+/** A pod of the test image that runs `script` with the PersistentVolumeClaim `claim` at /data. */
+export function podOnClaim(name: string, claim: string, script: string) {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name },
+    spec: {
+      terminationGracePeriodSeconds: 1,
+      containers: [
+        {
+          name: 'main',
+          image: TEST_IMAGE,
+          imagePullPolicy: 'IfNotPresent',
+          command: ['sh', '-c', script],
+          volumeMounts: [{ name: 'data', mountPath: '/data' }],
+        },
+      ],
+      volumes: [{ name: 'data', persistentVolumeClaim: { claimName: claim } }],
+    },
+  };
+}
+
 /**
  * A small image for test workloads (shell, httpd, wget, nslookup), built from Debian's static busybox
  * and loaded into the host's Docker: no registry can be reached here.
