@@ -2,7 +2,7 @@
 // freshly deployed pod gets an answer from cluster DNS for a Service; then CPU time and idle memory
 // of every node container.
 //
-//   node dist/bench/time-to-k8s.js [--workers N] [--runs N] [--idle SECONDS]
+//   node dist/bench/time-to-k8s.js [--workers N] [--runs N] [--idle SECONDS] [--image REF]
 //
 // The node image must be built. The workload image (a static busybox built on the host) reaches
 // the node through the image cache, as any host image does: its pull is part of the total.
@@ -30,6 +30,9 @@ function option(name: string, fallback: number): number {
 const workers = option('--workers', 1);
 const runs = option('--runs', 3);
 const idleSeconds = option('--idle', 30);
+const imageIndex = process.argv.indexOf('--image');
+/** A node image other than the default, to compare two builds on one machine. */
+const imageArgs = imageIndex >= 0 ? ['--image', process.argv[imageIndex + 1]!] : [];
 
 interface Run {
   command: number;
@@ -66,7 +69,9 @@ async function oneRun(index: number, kubectl: string): Promise<Run> {
   const kubeconfig = join(scratch, 'kubeconfig');
   try {
     const started = performance.now();
-    const created = await vind(['create', cluster, '--workers', String(workers)], { KUBECONFIG: kubeconfig });
+    const created = await vind(['create', cluster, '--workers', String(workers), ...imageArgs], {
+      KUBECONFIG: kubeconfig,
+    });
     const command = performance.now() - started;
 
     const deployStarted = performance.now();
