@@ -18,10 +18,15 @@ command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
+# The node image's busybox helper and the iperf3 test image are fetched with `apt-get download`,
+# which needs the package lists even when nothing is missing.
+lists=$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' 2>/dev/null | head -n 1)
+if [ ${#missing[@]} -gt 0 ] || [ -z "$lists" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
