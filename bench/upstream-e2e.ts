@@ -108,7 +108,7 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 
 // ---- the run ----
 
-/** Runs e2e.test, its whole output to the log; spec results (Ginkgo's "•" lines) also to the console. */
+/** Runs e2e.test, its whole output to the log; each spec's result and name also to the console. */
 async function runE2e(e2eTest: string, kubectl: string): Promise<number> {
   const args = [
     `--kubeconfig=${kubeconfig}`,
@@ -125,13 +125,20 @@ async function runE2e(e2eTest: string, kubectl: string): Promise<number> {
   const log = createWriteStream(outputLog);
   testing = execa(e2eTest, args, { reject: false, all: true, stdin: 'ignore', cwd: scratch });
   const lines = createInterface({ input: testing.all! });
+  // With -v Ginkgo opens each spec with a rule and its name, and closes it with
+  // "• [FAILED] [12.3 seconds]" (or just the time).
+  let afterRule = false;
+  let spec = '';
   lines.on('line', (line) => {
     log.write(`${line}\n`);
-    if (/^•|^Ran \d+ of|^(PASS|FAIL)$/.test(line)) say(`  ${line}`);
+    if (afterRule) spec = line.replace(/ \[sig-[^\]]*\]$/, '');
+    afterRule = line === '------------------------------';
+    if (/^• \[/.test(line)) say(`  ${line.slice(2)} ${spec}`);
+    else if (/^Ran \d+ of/.test(line)) say(`  ${line}`);
   });
-  const result = await testing;
+  const finished = await testing;
   await new Promise<void>((resolve) => log.end(resolve));
-  return result.exitCode ?? 1;
+  return finished.exitCode ?? 1;
 }
 
 function printSummary(summary: E2eSummary): void {
