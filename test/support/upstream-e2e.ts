@@ -5,7 +5,8 @@
 // loaded into the host's Docker, where the image cache serves them to pods: nothing is pulled.
 
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { execa } from 'execa';
@@ -182,6 +183,51 @@ async function busyboxFiles(): Promise<ArchiveFile[]> {
   ];
 }
 
+/**
+ * OpenBSD's netcat, which upstream's agnhost image has and tests call with options busybox's nc lacks
+ * (`nc -v -t -w 2 HOST PORT`, `nc -u`), with the libraries it loads: Debian's packages, unpacked.
+ */
+const NETCAT_PACKAGES = ['netcat-openbsd', 'libbsd0', 'libmd0', 'libc6'];
+
+/** The files of Debian packages as `dpkg-deb -x` unpacks them, less documentation and glibc's converters. */
+async function debianFiles(packages: readonly string[]): Promise<ArchiveFile[]> {
+  const scratch = await mkdtemp(join(tmpdir(), 'vind-upstream-e2e-debs-'));
+  try {
+    const download = await execa('apt-get', ['download', '-q', ...packages], { cwd: scratch, reject: false });
+    if (download.exitCode !== 0) {
+      const reason = download.stderr.split('\n').find((l) => l.startsWith('E:')) ?? download.stderr.trim();
+      throw new Error(`apt-get download ${packages.join(' ')}: ${reason}`);
+    }
+    const root = join(scratch, 'root');
+    for (const deb of (await readdir(scratch)).filter((f) => f.endsWith('.deb'))) {
+      await execa('dpkg-deb', ['-x', join(scratch, deb), root]);
+    }
+    const files: ArchiveFile[] = [];
+    const walk = async (relative: string): Promise<void> => {
+      for (const name of await readdir(join(root, relative))) {
+        const path = relative ? `${relative}/${name}` : name;
+        if (path === 'usr/share' || name === 'gconv') continue;
+        const stat = await lstat(join(root, path));
+        if (stat.isDirectory()) await walk(path);
+        else if (stat.isSymbolicLink()) {
+          files.push({
+            path,
+            content: Buffer.alloc(0),
+            mode: 0o777,
+            linkTarget: await readlink(join(root, path)),
+          });
+        } else if (stat.isFile()) {
+          files.push({ path, content: await readFile(join(root, path)), mode: stat.mode & 0o7777 });
+        }
+      }
+    };
+    await walk('');
+    return files;
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
 /** Users and groups that upstream's agnhost image defines (a SupplementalGroups test reads them). */
 const PASSWD = 'root:x:0:0:root:/root:/bin/sh\nuser-defined-in-image:x:1000:1000::/home/user:/bin/sh\n';
 const GROUP =
@@ -212,8 +258,8 @@ async function loadUnlessPresent(
 /**
  * agnhost, busybox and pause under the names this version's tests use. agnhost is laid out as
  * upstream's image is: /agnhost (the entrypoint, `pause` by default; the netpol tests exec
- * `/agnhost connect`), /agnhost-2 beside it, /uploads for netexec, and a shell with the usual
- * commands (upstream's base has them). Returns the names loaded.
+ * `/agnhost connect`), /agnhost-2 beside it, /uploads for netexec, a shell with the usual
+ * commands (upstream's base has them) and OpenBSD's netcat. Returns the names loaded.
  */
 export async function ensureUpstreamImages(
   build: UpstreamBuild,
@@ -242,7 +288,9 @@ export async function ensureUpstreamImages(
         { path: 'uploads/.keep', content: Buffer.alloc(0), mode: 0o644 },
         tmp,
         ...etc,
-        ...shell,
+        ...shell.filter((f) => f.path !== 'bin/nc'),
+        ...(await debianFiles(NETCAT_PACKAGES)),
+        { path: 'bin/nc', content: Buffer.alloc(0), mode: 0o777, linkTarget: 'nc.openbsd' },
       ],
       entrypoint: ['/agnhost'],
       cmd: ['pause'],
