@@ -178,7 +178,7 @@ try {
     creating = undefined;
     if (result.exitCode !== 0) throw new Error(`vind create: ${firstLine(result.stderr)}`);
   });
-  const kubectl = await kubectlBinary();
+  const kubectl = await kubectlBinary(image);
   const exitCode = await step('e2e.test', () => runE2e(build.e2eTest, kubectl));
   const summary = summarizeGinkgoReport(await readFile(reportFile, 'utf8').catch(() => '[]'));
   printSummary(summary);
