@@ -187,6 +187,7 @@ try {
 } catch (error) {
   process.stderr.write(`upstream e2e: ${describeError(error)}\n`);
 } finally {
-  if (!interrupted) await cleanup();
+  // Also after an interruption: the signal's handler ends e2e.test, which brings the run here too.
+  await cleanup();
 }
 process.exit(interrupted ? 130 : failed ? 1 : 0);

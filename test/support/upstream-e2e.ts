@@ -184,10 +184,27 @@ async function busyboxFiles(): Promise<ArchiveFile[]> {
 }
 
 /**
- * OpenBSD's netcat, which upstream's agnhost image has and tests call with options busybox's nc lacks
- * (`nc -v -t -w 2 HOST PORT`, `nc -u`), with the libraries it loads: Debian's packages, unpacked.
+ * Commands upstream's agnhost image has and tests call, with options busybox lacks: OpenBSD's netcat
+ * (`nc -v -t -w 2 HOST PORT`, `nc -u`) and curl. Debian's packages with every library they load.
  */
-const NETCAT_PACKAGES = ['netcat-openbsd', 'libbsd0', 'libmd0', 'libc6'];
+const AGNHOST_PACKAGES = ['netcat-openbsd', 'curl'];
+
+/** The packages and everything they depend on, as apt resolves it (virtual names left out). */
+async function debianClosure(packages: readonly string[]): Promise<string[]> {
+  const { stdout } = await execa('apt-cache', [
+    'depends',
+    '--recurse',
+    '--no-recommends',
+    '--no-suggests',
+    '--no-conflicts',
+    '--no-breaks',
+    '--no-replaces',
+    '--no-enhances',
+    ...packages,
+  ]);
+  const names = stdout.split('\n').filter((line) => /^[a-z0-9]/.test(line));
+  return [...new Set(names)].sort();
+}
 
 /** The files of Debian packages as `dpkg-deb -x` unpacks them, less documentation and glibc's converters. */
 async function debianFiles(packages: readonly string[]): Promise<ArchiveFile[]> {
@@ -259,7 +276,7 @@ async function loadUnlessPresent(
  * agnhost, busybox and pause under the names this version's tests use. agnhost is laid out as
  * upstream's image is: /agnhost (the entrypoint, `pause` by default; the netpol tests exec
  * `/agnhost connect`), /agnhost-2 beside it, /uploads for netexec, a shell with the usual
- * commands (upstream's base has them) and OpenBSD's netcat. Returns the names loaded.
+ * commands (upstream's base has them), OpenBSD's netcat and curl. Returns the names loaded.
  */
 export async function ensureUpstreamImages(
   build: UpstreamBuild,
@@ -289,7 +306,7 @@ export async function ensureUpstreamImages(
         tmp,
         ...etc,
         ...shell.filter((f) => f.path !== 'bin/nc'),
-        ...(await debianFiles(NETCAT_PACKAGES)),
+        ...(await debianFiles(await debianClosure(AGNHOST_PACKAGES))),
         { path: 'bin/nc', content: Buffer.alloc(0), mode: 0o777, linkTarget: 'nc.openbsd' },
       ],
       entrypoint: ['/agnhost'],
