@@ -185,9 +185,13 @@ async function busyboxFiles(): Promise<ArchiveFile[]> {
 
 /**
  * Commands upstream's agnhost image has and tests call, with options busybox lacks: OpenBSD's netcat
- * (`nc -v -t -w 2 HOST PORT`, `nc -u`) and curl. Debian's packages with every library they load.
+ * (`nc -v -t -w 2 HOST PORT`, `nc -u`), curl and bash; and dash for /bin/sh, because Debian's static
+ * busybox shell runs its own applets before anything on PATH, so its `nc` would win over netcat's.
+ * Debian's packages with every library they load.
  */
 const AGNHOST_PACKAGES = ['netcat-openbsd', 'curl'];
+/** Shells load only glibc and libtinfo; their other dependencies serve maintainer scripts (dpkg, awk). */
+const AGNHOST_SHELLS = ['bash', 'libtinfo6', 'dash'];
 
 /** The packages and everything they depend on, as apt resolves it (virtual names left out). */
 async function debianClosure(packages: readonly string[]): Promise<string[]> {
@@ -265,18 +269,26 @@ async function loadUnlessPresent(
     .catch(() => undefined);
   if (existing?.Id === archive.imageId) return;
   const stream = await docker().loadImage(Readable.from(archive.tar));
-  await new Promise<void>((resolve, reject) =>
-    docker().modem.followProgress(stream as NodeJS.ReadableStream, (error) =>
-      error ? reject(error) : resolve(),
+  // Docker reports a refused archive as an event in the stream, not as a failed request.
+  const events = await new Promise<{ error?: string }[]>((resolve, reject) =>
+    docker().modem.followProgress(stream as NodeJS.ReadableStream, (error, output: { error?: string }[]) =>
+      error ? reject(error) : resolve(output),
     ),
   );
+  const refused = events.find((event) => event.error);
+  if (refused) throw new Error(`docker load of ${reference}: ${refused.error}`);
+}
+
+/** One entry per path, the last one given winning: Docker refuses a layer that repeats a path. */
+function lastOfEachPath(files: ArchiveFile[]): ArchiveFile[] {
+  return [...new Map(files.map((file) => [file.path, file])).values()];
 }
 
 /**
  * agnhost, busybox and pause under the names this version's tests use. agnhost is laid out as
  * upstream's image is: /agnhost (the entrypoint, `pause` by default; the netpol tests exec
  * `/agnhost connect`), /agnhost-2 beside it, /uploads for netexec, a shell with the usual
- * commands (upstream's base has them), OpenBSD's netcat and curl. Returns the names loaded.
+ * commands (upstream's base has them), OpenBSD's netcat, curl and bash. Returns the names loaded.
  */
 export async function ensureUpstreamImages(
   build: UpstreamBuild,
@@ -299,16 +311,17 @@ export async function ensureUpstreamImages(
     agnhost,
     await buildDockerArchive({
       reference: agnhost,
-      files: [
+      files: lastOfEachPath([
         { path: 'agnhost', content: await readFile(build.agnhost), mode: 0o755 },
         { path: 'agnhost-2', content: Buffer.alloc(0), mode: 0o777, linkTarget: 'agnhost' },
         { path: 'uploads/.keep', content: Buffer.alloc(0), mode: 0o644 },
         tmp,
         ...etc,
-        ...shell.filter((f) => f.path !== 'bin/nc'),
-        ...(await debianFiles(await debianClosure(AGNHOST_PACKAGES))),
+        ...shell,
+        ...(await debianFiles([...(await debianClosure(AGNHOST_PACKAGES)), ...AGNHOST_SHELLS])),
         { path: 'bin/nc', content: Buffer.alloc(0), mode: 0o777, linkTarget: 'nc.openbsd' },
-      ],
+        { path: 'bin/sh', content: Buffer.alloc(0), mode: 0o777, linkTarget: 'dash' },
+      ]),
       entrypoint: ['/agnhost'],
       cmd: ['pause'],
       exposedPorts: ['80/tcp', '8080/tcp', '8081/tcp', '9376/tcp', '5000/tcp'],
