@@ -279,6 +279,11 @@ async function loadUnlessPresent(
   if (refused) throw new Error(`docker load of ${reference}: ${refused.error}`);
 }
 
+async function porterFile(build: UpstreamBuild, name: string): Promise<ArchiveFile> {
+  const content = await readFile(join(build.moduleDir, 'test/images/agnhost/porter', name));
+  return { path: name, content, mode: 0o644 };
+}
+
 /** One entry per path, the last one given winning: Docker refuses a layer that repeats a path. */
 function lastOfEachPath(files: ArchiveFile[]): ArchiveFile[] {
   return [...new Map(files.map((file) => [file.path, file])).values()];
@@ -287,8 +292,9 @@ function lastOfEachPath(files: ArchiveFile[]): ArchiveFile[] {
 /**
  * agnhost, busybox and pause under the names this version's tests use. agnhost is laid out as
  * upstream's image is: /agnhost (the entrypoint, `pause` by default; the netpol tests exec
- * `/agnhost connect`), /agnhost-2 beside it, /uploads for netexec, a shell with the usual
- * commands (upstream's base has them), OpenBSD's netcat, curl and bash. Returns the names loaded.
+ * `/agnhost connect`), /agnhost-2 beside it, /uploads for netexec, porter's certificate and key, a
+ * shell with the usual commands (upstream's base has them), OpenBSD's netcat, curl and bash. Returns
+ * the names loaded.
  */
 export async function ensureUpstreamImages(
   build: UpstreamBuild,
@@ -315,6 +321,8 @@ export async function ensureUpstreamImages(
         { path: 'agnhost', content: await readFile(build.agnhost), mode: 0o755 },
         { path: 'agnhost-2', content: Buffer.alloc(0), mode: 0o777, linkTarget: 'agnhost' },
         { path: 'uploads/.keep', content: Buffer.alloc(0), mode: 0o644 },
+        // porter's TLS ports read these from its working directory, /.
+        ...(await Promise.all(['localhost.crt', 'localhost.key'].map((name) => porterFile(build, name)))),
         tmp,
         ...etc,
         ...shell,
