@@ -72,14 +72,22 @@ export function upstreamTestMain(suites: readonly string[]): string {
   ].join('\n');
 }
 
-/** agnhost is a program, so only a file excluded from builds may import it; `go mod tidy` still sees it. */
+/** The workload programs built beside e2e.test, by the name each binary gets. */
+export const UPSTREAM_PROGRAMS = {
+  agnhost: 'k8s.io/kubernetes/test/images/agnhost',
+  nnp: 'k8s.io/kubernetes/test/images/nonewprivs',
+} as const;
+
+/** Programs are not importable, so only a file excluded from builds names them; `go mod tidy` still sees it. */
 export function upstreamToolsGo(): string {
   return [
     '//go:build tools',
     '',
     `package ${PACKAGE}`,
     '',
-    'import _ "k8s.io/kubernetes/test/images/agnhost"',
+    'import (',
+    ...Object.values(UPSTREAM_PROGRAMS).map((p) => `\t_ "${p}"`),
+    ')',
     '',
   ].join('\n');
 }
@@ -88,6 +96,8 @@ export interface UpstreamBuild {
   /** The compiled test binary. */
   e2eTest: string;
   agnhost: string;
+  /** nonewprivs: prints its effective user id; setuid root in its image. */
+  nnp: string;
   /** k8s.io/kubernetes's module folder, to read the image manifest of this version. */
   moduleDir: string;
 }
@@ -114,6 +124,7 @@ export async function compileUpstreamE2e(
   const build = {
     e2eTest: join(outDir, 'e2e.test'),
     agnhost: join(outDir, 'agnhost'),
+    nnp: join(outDir, 'nnp'),
     moduleDir: module.Dir,
   };
   if (existsSync(stamp) && (await readFile(stamp, 'utf8')) === buildKey) {
@@ -138,12 +149,13 @@ export async function compileUpstreamE2e(
     cwd: work,
     env,
   });
-  note('compiling agnhost');
-  await runner.run(
-    'go',
-    ['build', '-trimpath', '-ldflags', ldflags, '-o', build.agnhost, 'k8s.io/kubernetes/test/images/agnhost'],
-    { cwd: work, env },
-  );
+  note('compiling agnhost and nonewprivs');
+  for (const [name, program] of Object.entries(UPSTREAM_PROGRAMS)) {
+    await runner.run('go', ['build', '-trimpath', '-ldflags', ldflags, '-o', join(outDir, name), program], {
+      cwd: work,
+      env,
+    });
+  }
   await writeFile(stamp, buildKey);
   return build;
 }
@@ -290,7 +302,7 @@ function lastOfEachPath(files: ArchiveFile[]): ArchiveFile[] {
 }
 
 /**
- * agnhost, busybox and pause under the names this version's tests use. agnhost is laid out as
+ * agnhost, busybox, pause and nonewprivs under the names this version's tests use. agnhost is laid out as
  * upstream's image is: /agnhost (the entrypoint, `pause` by default; the netpol tests exec
  * `/agnhost connect`), /agnhost-2 beside it, /uploads for netexec, porter's certificate and key, a
  * shell with the usual commands (upstream's base has them), OpenBSD's netcat, curl and bash. Returns
@@ -312,6 +324,7 @@ export async function ensureUpstreamImages(
   const agnhost = wanted('Agnhost');
   const busybox = wanted('BusyBox');
   const pause = wanted('Pause');
+  const nonewprivs = wanted('Nonewprivs');
   const pauseBinary = await compilePause({ cacheDir: cacheDir(), logDir: logDir() }, () => undefined);
   await loadUnlessPresent(
     agnhost,
@@ -352,7 +365,17 @@ export async function ensureUpstreamImages(
       entrypoint: ['/pause'],
     }),
   );
-  const loaded = [agnhost, busybox, pause];
+  await loadUnlessPresent(
+    nonewprivs,
+    await buildDockerArchive({
+      reference: nonewprivs,
+      // Setuid root, as upstream's: the tests see whether a container may gain its owner's id.
+      files: [{ path: 'usr/local/bin/nnp', content: await readFile(build.nnp), mode: 0o4755 }],
+      entrypoint: [],
+      cmd: ['nnp'],
+    }),
+  );
+  const loaded = [agnhost, busybox, pause, nonewprivs];
   note(loaded.join(', '));
   return loaded;
 }

@@ -18,10 +18,11 @@ describe('the upstream e2e test main', () => {
     expect(main.indexOf('flag.Parse()')).toBeLessThan(main.indexOf('AfterReadingAllFlags'));
   });
 
-  it('keeps agnhost out of builds but in the module graph, in the same package', () => {
+  it('keeps the workload programs out of builds but in the module graph, in the same package', () => {
     const tools = upstreamToolsGo();
     expect(tools.startsWith('//go:build tools\n')).toBe(true);
-    expect(tools).toContain('import _ "k8s.io/kubernetes/test/images/agnhost"');
+    expect(tools).toContain('\t_ "k8s.io/kubernetes/test/images/agnhost"\n');
+    expect(tools).toContain('\t_ "k8s.io/kubernetes/test/images/nonewprivs"\n');
     const packageOf = (go: string) => /^package (\w+)$/m.exec(go)?.[1];
     expect(packageOf(tools)).toBe(packageOf(upstreamTestMain([])));
   });
