@@ -302,11 +302,11 @@ function lastOfEachPath(files: ArchiveFile[]): ArchiveFile[] {
 }
 
 /**
- * agnhost, busybox, pause and nonewprivs under the names this version's tests use. agnhost is laid out as
- * upstream's image is: /agnhost (the entrypoint, `pause` by default; the netpol tests exec
- * `/agnhost connect`), /agnhost-2 beside it, /uploads for netexec, porter's certificate and key, a
- * shell with the usual commands (upstream's base has them), OpenBSD's netcat, curl and bash. Returns
- * the names loaded.
+ * agnhost (also under the previous agnhost's name), busybox, pause and nonewprivs under the names
+ * this version's tests use. agnhost is laid out as upstream's image is: /agnhost (the entrypoint,
+ * `pause` by default; the netpol tests exec `/agnhost connect`), /agnhost-2 beside it, /uploads for
+ * netexec, porter's certificate and key, a shell with the usual commands (upstream's base has them),
+ * OpenBSD's netcat, curl and bash. Returns the names loaded.
  */
 export async function ensureUpstreamImages(
   build: UpstreamBuild,
@@ -375,7 +375,14 @@ export async function ensureUpstreamImages(
       cmd: ['nnp'],
     }),
   );
-  const loaded = [agnhost, busybox, pause, nonewprivs];
+  // Specs that move a pod from one image to another use the previous agnhost only as a second name:
+  // the same build serves under it.
+  const agnhostPrevious = wanted('AgnhostPrev');
+  const colon = agnhostPrevious.lastIndexOf(':');
+  await docker()
+    .getImage(agnhost)
+    .tag({ repo: agnhostPrevious.slice(0, colon), tag: agnhostPrevious.slice(colon + 1) });
+  const loaded = [agnhost, agnhostPrevious, busybox, pause, nonewprivs];
   note(loaded.join(', '));
   return loaded;
 }
