@@ -92,15 +92,15 @@ export function waitFor<T>(
 }
 
 /** kubectl as built into the node image, copied out once into the cache (the host may have none). */
-export async function kubectlBinary(): Promise<string> {
+export async function kubectlBinary(nodeImage = NODE_IMAGE): Promise<string> {
   const { cacheDir } = await import('../../cli/paths.js');
   const { existsSync } = await import('node:fs');
   const { mkdir, writeFile, chmod } = await import('node:fs/promises');
   const tar = (await import('tar-stream')).default;
-  const image = await docker().getImage(NODE_IMAGE).inspect();
+  const image = await docker().getImage(nodeImage).inspect();
   const target = join(cacheDir(), 'kubectl', image.Id.replace('sha256:', '').slice(0, 12), 'kubectl');
   if (existsSync(target)) return target;
-  const container = await docker().createContainer({ Image: NODE_IMAGE, Entrypoint: ['/bin/true'] });
+  const container = await docker().createContainer({ Image: nodeImage, Entrypoint: ['/bin/true'] });
   try {
     const archive = (await container.getArchive({ path: '/usr/local/bin/kubectl' })) as NodeJS.ReadableStream;
     const extract = tar.extract();
