@@ -7,8 +7,8 @@
 //
 // e2e.test is built for the node image's Kubernetes version from the Go module proxy
 // (test/support/upstream-e2e.ts: our test main over upstream's framework, network/netpol and the
-// common suites), cached per version; the first compile takes a long while. agnhost, busybox and pause
-// are made under upstream's names and reach the nodes through the image cache. By default the focus
+// common suites), cached per version; the first compile takes a long while. agnhost, busybox, pause
+// and nonewprivs are made under upstream's names and reach the nodes through the image cache. By default the focus
 // is upstream's NetworkPolicy suite ("Netpol") without SCTP, which the kernel here cannot carry.
 //
 // Prints passed, failed and skipped with the duration, then every failure with the first line of
@@ -167,7 +167,7 @@ try {
     throw new Error(`${image} carries no ${LABELS.kubernetesVersion} label: is it a vind node image?`);
   const version = parseKubernetesVersion(versionLabel);
   await mkdir(logDir(), { recursive: true });
-  const build = await step(`build e2e.test and agnhost for ${version.tag}`, (note) =>
+  const build = await step(`build e2e.test and its workload programs for ${version.tag}`, (note) =>
     compileUpstreamE2e(version, note),
   );
   await step('images under upstream names', (note) => ensureUpstreamImages(build, note));
