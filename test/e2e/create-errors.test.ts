@@ -86,7 +86,7 @@ describe('vind create refuses bad input and cleans up after faults', () => {
     );
     const line = await refusedCreate((name) => ['create', name, '--config', file]);
     expect(line).toMatch(
-      /networking\.podSubnetz: unknown field \(allowed: podSubnet, serviceSubnet, apiServerPort\)/,
+      /networking\.podSubnetz: unknown field \(allowed: podSubnet, serviceSubnet, apiServerPort, cni\)/,
     );
   });
 
