@@ -21,9 +21,12 @@ export interface DebianPackage {
   sha256: string;
 }
 
-/** The candidate of `apt-cache show --no-all-versions NAME`: its first stanza's version and SHA256. */
+/**
+ * The candidate of NAME in the output of `apt-cache show --no-all-versions NAME...`: the version and
+ * SHA256 of its stanza (one per package asked for).
+ */
 export function parseAptShow(name: string, text: string): DebianPackage | undefined {
-  const stanza = text.split(/\n\s*\n/)[0] ?? '';
+  const stanza = text.split(/\n\s*\n/).find((s) => s.split('\n').includes(`Package: ${name}`)) ?? '';
   const field = (key: string) => new RegExp(`^${key}: *(\\S+)$`, 'm').exec(stanza)?.[1];
   const version = field('Version');
   const sha256 = field('SHA256');

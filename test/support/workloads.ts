@@ -11,6 +11,7 @@ export function docker() {
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { detachImageCache, removeImageCache } from '../../cli/image-cache.js';
+import { type DebianPackage, parseAptShow } from '../../images/local-path.js';
 import { dockerRuntime } from '../../cli/runtime/docker-runtime.js';
 import { DEFAULT_KUBERNETES_VERSION } from '../../images/recipe.js';
 import { LABELS, nodeImage } from '../../shared/contract.js';
@@ -242,24 +243,16 @@ const IPERF_REMOVALS = ['usr/share', 'etc/init.d', 'etc/ufw', 'lib/systemd', 'us
  * The candidate version and SHA-256 of each package, from the host's apt lists (no download): the
  * image's tag hashes them, so a Debian update of any of them makes a new image.
  */
-async function candidatePackages(
-  packages: string[],
-): Promise<{ name: string; version: string; sha256: string }[]> {
+async function candidatePackages(packages: string[]): Promise<DebianPackage[]> {
   const shown = await execa('apt-cache', ['show', '--no-all-versions', ...packages], { reject: false });
-  const found = shown.stdout
-    .split(/\n\s*\n/)
-    .map((stanza) => {
-      const field = (name: string) => new RegExp(`^${name}: (.+)$`, 'm').exec(stanza)?.[1]?.trim() ?? '';
-      return { name: field('Package'), version: field('Version'), sha256: field('SHA256') };
-    })
-    .filter((p) => p.name);
-  const missing = packages.filter((name) => !found.some((p) => p.name === name && p.version && p.sha256));
+  const found = packages.map((name) => parseAptShow(name, shown.stdout));
+  const missing = packages.filter((_, index) => !found[index]);
   if (shown.exitCode !== 0 || missing.length > 0) {
     throw new Error(
       `the iperf3 test image is built from Debian packages that apt does not know here (${missing.join(', ') || shown.stderr.trim()}): run apt-get update`,
     );
   }
-  return packages.map((name) => found.find((p) => p.name === name)!);
+  return found as DebianPackage[];
 }
 
 /**
