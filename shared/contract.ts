@@ -43,6 +43,19 @@ export type ContainerRole = NodeRole | 'image-cache' | 'host-port' | 'front-door
 export const NODE_IMAGE_REPOSITORY = 'vind/node';
 export const AGENT_PATH = '/opt/vind/node-agent.mjs';
 export const PRELOADED_IMAGES_DIR = '/opt/vind/images';
+/**
+ * What the image build prepares once so that no node does it at start: written by the agent's
+ * `image-seed` command in a throw-away container of the built image, then committed into it.
+ */
+export const SEED = {
+  dir: '/opt/vind/seed',
+  /** containerd's root with the preloaded images already unpacked. */
+  containerdRoot: '/opt/vind/seed/containerd',
+  /** The embedded datastore after a first API server start, without anything cluster-specific. */
+  datastore: '/opt/vind/seed/kine/state.db',
+  /** The agent command the build runs in the seeding container. */
+  command: 'image-seed',
+} as const;
 
 export function nodeImage(kubernetesVersion: string): string {
   return `${NODE_IMAGE_REPOSITORY}:${kubernetesVersion}`;
