@@ -269,7 +269,3 @@ export function coreDns(image: string, clusterDnsIp: string, replicas = 1): Mani
     },
   ];
 }
-
-export function manifestList(items: Manifest[]): Manifest {
-  return { apiVersion: 'v1', kind: 'List', items };
-}

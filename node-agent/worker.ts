@@ -16,7 +16,13 @@ import {
   STATE_DIR,
   type WorkerSettings,
 } from '../shared/contract.js';
-import { kubeGet, type KubeNode, type KubeTarget, targetFromKubeconfig } from '../shared/kubernetes.js';
+import {
+  kubeGet,
+  type KubeNode,
+  kubeRequest,
+  type KubeTarget,
+  targetFromKubeconfig,
+} from '../shared/kubernetes.js';
 import { poll } from '../shared/poll.js';
 import { HUB } from '../shared/remote-nodes.js';
 import { importPreloadedImages, startContainerd } from './containerd.js';
@@ -196,8 +202,23 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
   if (!existsSync(KUBELET_KUBECONFIG)) {
     const join = await joinConfig(settings);
     await setStatus('starting', `joining ${join.server}`);
-    const discovered = await discover(join);
+    // The join information comes while the control plane is still starting: wait for it as long as it takes.
+    const discovered = await discover(join, 15 * 60_000);
     await writeFileAtomic(CLUSTER_CA_FILE, discovered.caCertPem);
+    // The kubelet looks at /healthz only every 2 s before it asks for its certificate: it starts once
+    // the API server is healthy, and asks at once.
+    await poll(
+      'the API server to be healthy',
+      async () => {
+        const answer = await kubeRequest(
+          { server: discovered.server, ca: discovered.caCertPem },
+          'GET',
+          '/healthz',
+        );
+        return answer.status === 200 ? true : undefined;
+      },
+      { timeoutMs: 15 * 60_000, intervalMs: 100 },
+    );
     await writeFileAtomic(
       BOOTSTRAP_KUBECONFIG,
       bootstrapKubeconfig(discovered.server, CLUSTER_CA_FILE, join.token),

@@ -109,6 +109,48 @@ export async function kubePatch<T = unknown>(
   return okOrThrow(response, 'PATCH', path);
 }
 
+/** The kinds vind applies itself: their plural and whether they live in a namespace. */
+const RESOURCES: Record<string, { plural: string; namespaced: boolean }> = {
+  Namespace: { plural: 'namespaces', namespaced: false },
+  ConfigMap: { plural: 'configmaps', namespaced: true },
+  Secret: { plural: 'secrets', namespaced: true },
+  ServiceAccount: { plural: 'serviceaccounts', namespaced: true },
+  Service: { plural: 'services', namespaced: true },
+  Deployment: { plural: 'deployments', namespaced: true },
+  DaemonSet: { plural: 'daemonsets', namespaced: true },
+  ClusterRole: { plural: 'clusterroles', namespaced: false },
+  ClusterRoleBinding: { plural: 'clusterrolebindings', namespaced: false },
+  Role: { plural: 'roles', namespaced: true },
+  RoleBinding: { plural: 'rolebindings', namespaced: true },
+  StorageClass: { plural: 'storageclasses', namespaced: false },
+  APIService: { plural: 'apiservices', namespaced: false },
+};
+
+export interface KubeObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string };
+}
+
+/** An object's own URL path, from its apiVersion, kind, namespace and name. */
+export function objectPath(object: KubeObject): string {
+  const resource = RESOURCES[object.kind];
+  if (!resource) throw new Error(`no API path known for kind ${object.kind}`);
+  const base = object.apiVersion.includes('/') ? `/apis/${object.apiVersion}` : `/api/${object.apiVersion}`;
+  const namespace = object.metadata.namespace ?? 'default';
+  const scope = resource.namespaced ? `/namespaces/${namespace}` : '';
+  return `${base}${scope}/${resource.plural}/${object.metadata.name}`;
+}
+
+/** Server-side apply of one object, as `fieldManager`, taking over fields other managers set. */
+export async function applyObject(
+  target: KubeTarget,
+  object: KubeObject,
+  fieldManager: string,
+): Promise<void> {
+  await kubePatch(target, objectPath(object), object, 'apply', fieldManager);
+}
+
 /** POST that throws on anything but 2xx. */
 export async function kubePost<T = unknown>(target: KubeTarget, path: string, body: unknown): Promise<T> {
   return okOrThrow(await kubeRequest<T>(target, 'POST', path, body), 'POST', path);

@@ -24,9 +24,11 @@ export const CREATE_STEPS: Step<CreateState>[] = [
   createNetwork,
   startContainers,
   startControlPlane,
-  joinWorkers,
+  // Workers have been joining since the control plane wrote its join information: the API is
+  // checked through its published port meanwhile.
   writeKubeconfig,
   waitForApiServer,
+  joinWorkers,
   waitForNodesReady,
   waitForNodesReporting,
   waitForCoreDns,

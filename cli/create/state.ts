@@ -49,6 +49,8 @@ export interface CreateState {
   publishHostPorts?: boolean;
   plan?: ClusterAddressPlan;
   join?: JoinInfo;
+  /** Writing the join information into the workers, started as soon as it exists. */
+  joinHandedOver?: Promise<void>;
   adminKubeconfig?: string;
   credentials?: ClusterCredentials;
 }
@@ -57,6 +59,14 @@ export interface CreateState {
 export function need<T>(value: T | undefined, what: string): T {
   if (value === undefined) throw new Error(`create: ${what} is not known yet (a step ran out of order)`);
   return value;
+}
+
+/** Running out of time, and how to get more of it. */
+export function timedOut(what: string, lastError: string | undefined): VindError {
+  const reason = lastError ? ` (last: ${lastError})` : '';
+  return new VindError(
+    `timed out waiting for ${what}${reason}: raise --wait, or keep the containers with --retain to look`,
+  );
 }
 
 /** Polls within the run's deadline; running out of time says how to get more of it. */
@@ -69,12 +79,7 @@ export async function waitWithin<T>(
   try {
     return await poll(what, probe, { deadline: context.deadline, signal: context.signal, intervalMs });
   } catch (error) {
-    if (error instanceof PollTimeoutError) {
-      const reason = error.lastError ? ` (last: ${error.lastError})` : '';
-      throw new VindError(
-        `timed out waiting for ${what}${reason}: raise --wait, or keep the containers with --retain to look`,
-      );
-    }
+    if (error instanceof PollTimeoutError) throw timedOut(what, error.lastError);
     throw error;
   }
 }

@@ -23,12 +23,15 @@ import {
   privilegedProbeSpec,
 } from './container-specs.js';
 import { type DiscoveredDocker, discoverDockerEndpoint } from './discovery.js';
+import { followCommand, FollowParser } from './follow-files.js';
 import type {
   ContainerFile,
   ContainerInfo,
   ContainerRuntime,
   ContainerState,
   ExecResult,
+  FileChange,
+  FollowOptions,
   FrontDoorRequest,
   HubRequest,
   ImageCacheRequest,
@@ -485,6 +488,28 @@ export class DockerRuntime implements ContainerRuntime {
   async readFile(container: string, path: string): Promise<string | undefined> {
     const result = await this.exec(container, ['cat', path]);
     return result.exitCode === 0 ? result.stdout : undefined;
+  }
+
+  async *followFiles(container: string, paths: string[], options: FollowOptions): AsyncIterable<FileChange> {
+    const exec = await this.client
+      .getContainer(container)
+      .exec({ Cmd: followCommand(paths, options), AttachStdout: true, AttachStderr: true });
+    const stream = await exec.start({ hijack: true, stdin: false });
+    const stdout = new PassThrough();
+    this.client.modem.demuxStream(stream, stdout, new PassThrough().resume());
+    const ended = () => stdout.end();
+    stream.on('end', ended);
+    stream.on('close', ended);
+    stream.on('error', ended);
+    options.signal?.addEventListener('abort', () => stream.destroy(), { once: true });
+    if (options.signal?.aborted) stream.destroy();
+    const parser = new FollowParser(paths);
+    try {
+      for await (const chunk of stdout) yield* parser.push((chunk as Buffer).toString('utf8'));
+    } finally {
+      // The loop inside ends by itself (an end marker, its time limit, the container's stop).
+      stream.destroy();
+    }
   }
 
   async writeFile(container: string, path: string, content: string): Promise<void> {

@@ -126,6 +126,23 @@ export interface ExecResult {
   stderr: string;
 }
 
+/** A followed file's content (first line, empty while the file is absent), each time it changes. */
+export interface FileChange {
+  path: string;
+  content: string;
+}
+
+export interface FollowOptions {
+  /** The follow ends by itself once the first file's content holds one of these. */
+  endWhenFirstHas: string[];
+  /** And at the latest after this long, so that a follower nobody reads any more cannot outlive it. */
+  timeoutMs: number;
+  /** How often the files are looked at. */
+  intervalMs?: number;
+  /** Stops following (the loop inside still ends by itself). */
+  signal?: AbortSignal;
+}
+
 /** Label filters: `key` (has the label) or `key=value`. */
 export type LabelFilter = string[];
 
@@ -186,6 +203,12 @@ export interface ContainerRuntime {
   exec(container: string, command: string[], input?: Readable): Promise<ExecResult>;
   /** A small file out of a running container, or undefined when it is not there. */
   readFile(container: string, path: string): Promise<string | undefined>;
+  /**
+   * Small one-line files of a running container as they change: one long-running command inside the
+   * container looks at them, instead of one `exec` per look (an exec costs the engine ~0.1 s of CPU).
+   * The first answer for each file is its content at the start. Ends when the container stops.
+   */
+  followFiles(container: string, paths: string[], options: FollowOptions): AsyncIterable<FileChange>;
   /** Writes a file into a running container whole (temporary name, then rename). */
   writeFile(container: string, path: string, content: string): Promise<void>;
   /** The container's output (`docker logs`): the last `tail` lines, or all of it; stopped or paused too. */

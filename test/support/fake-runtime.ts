@@ -18,6 +18,8 @@ import type {
   ContainerInfo,
   ContainerRuntime,
   ExecResult,
+  FileChange,
+  FollowOptions,
   FrontDoorRequest,
   HubRequest,
   ImageCacheRequest,
@@ -331,6 +333,26 @@ export class FakeRuntime implements ContainerRuntime {
 
   async readFile(container: string, path: string): Promise<string | undefined> {
     return this.containers.get(container)?.files.get(path);
+  }
+
+  async *followFiles(container: string, paths: string[], options: FollowOptions): AsyncIterable<FileChange> {
+    await this.enter('followFiles', container);
+    const seen = new Map<string, string>();
+    const until = Date.now() + options.timeoutMs;
+    while (Date.now() < until && !options.signal?.aborted) {
+      const c = this.containers.get(container);
+      if (!c || c.info.state !== 'running') return;
+      for (const path of paths) {
+        const content = (c.files.get(path) ?? '').split('\n')[0]!;
+        if (seen.get(path) !== content) {
+          seen.set(path, content);
+          yield { path, content };
+        }
+      }
+      const first = seen.get(paths[0]!) ?? '';
+      if (options.endWhenFirstHas.some((marker) => first.includes(marker))) return;
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
   }
 
   async writeFile(container: string, path: string, content: string): Promise<void> {

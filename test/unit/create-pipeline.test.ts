@@ -77,9 +77,9 @@ describe('create against a fake runtime', () => {
       'create network',
       'start 3 containers',
       'start control plane',
-      'join 2 workers',
       'write kubeconfig',
       'wait for the API server',
+      'join 2 workers',
       'wait for nodes Ready',
       'wait for CoreDNS',
     ]);
@@ -112,7 +112,7 @@ describe('create against a fake runtime', () => {
       readiness: noCni,
       reporter: quietReporter(lines),
     });
-    expect(lines.slice(-2)).toEqual(['wait for the API server', 'wait for nodes to report']);
+    expect(lines.slice(-2)).toEqual(['join 2 workers', 'wait for nodes to report']);
   });
 
   /** Runs create's steps with `after` run right after step `index` has done its work. */

@@ -20,6 +20,7 @@ import {
   qualifiedReference,
   repositoryAndTag,
 } from '../../shared/image-reference.js';
+import { objectPath } from '../../shared/kubernetes.js';
 import { PermanentError, poll, PollTimeoutError } from '../../shared/poll.js';
 
 function envRecord(entries: string[]): Record<string, string> {
@@ -175,6 +176,44 @@ describe('parseImageReference', () => {
     expect(() => parseImageReference('-bad.io/app')).toThrow(/is not a registry host/);
     expect(parseImageReference('[::1]:5000/app:1').registry).toBe('[::1]:5000');
     expect(parseImageReference('127.0.0.1:5000/app').registry).toBe('127.0.0.1:5000');
+  });
+});
+
+describe('objectPath', () => {
+  it('places core, grouped, namespaced and cluster-wide objects', () => {
+    const meta = (name: string, namespace?: string) => ({ name, ...(namespace ? { namespace } : {}) });
+    expect(
+      objectPath({ apiVersion: 'v1', kind: 'ConfigMap', metadata: meta('cluster-info', 'kube-public') }),
+    ).toBe('/api/v1/namespaces/kube-public/configmaps/cluster-info');
+    expect(
+      objectPath({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: meta('coredns', 'kube-system') }),
+    ).toBe('/apis/apps/v1/namespaces/kube-system/deployments/coredns');
+    expect(
+      objectPath({
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'ClusterRole',
+        metadata: meta('system:x'),
+      }),
+    ).toBe('/apis/rbac.authorization.k8s.io/v1/clusterroles/system:x');
+    expect(objectPath({ apiVersion: 'v1', kind: 'Service', metadata: meta('web') })).toBe(
+      '/api/v1/namespaces/default/services/web',
+    );
+    expect(() => objectPath({ apiVersion: 'v1', kind: 'Gadget', metadata: meta('x') })).toThrow(/Gadget/);
+  });
+
+  it('knows every kind the control plane applies', async () => {
+    const { bootstrapRbac, coreDns } = await import('../../node-agent/manifests.js');
+    const { metricsServer } = await import('../../node-agent/metrics-manifests.js');
+    const { storageManifests } = await import('../../node-agent/storage-manifests.js');
+    const { networkPolicyRbac } = await import('../../node-agent/network-policy-rules.js');
+    const objects = [
+      ...bootstrapRbac(),
+      ...coreDns('vind.dev/coredns:x', '10.96.0.10'),
+      ...metricsServer({ image: 'm', caPem: 'c', certPem: 'c', keyPem: 'k' }),
+      ...storageManifests('default'),
+      ...networkPolicyRbac(),
+    ] as unknown as Parameters<typeof objectPath>[0][];
+    for (const object of objects) expect(() => objectPath(object)).not.toThrow();
   });
 });
 

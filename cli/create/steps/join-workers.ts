@@ -1,10 +1,11 @@
-// Each worker gets the join information as a file and joins on its own: the kubeadm contract of
-// server, bootstrap token and CA hash. Done when every worker's agent reports ready.
+// Each worker gets the join information as a file, as soon as the control plane has written it, and
+// joins on its own: the kubeadm contract of server, bootstrap token and CA hash. Done when every
+// worker's agent reports ready.
 
-import { JOIN_FILE, workerName } from '../../../shared/contract.js';
+import { workerName } from '../../../shared/contract.js';
 import type { Step } from '../pipeline.js';
 import { type CreateState, need } from '../state.js';
-import { waitForNodeAgent } from './start-control-plane.js';
+import { handJoinToWorkers, waitForNodeAgent } from './start-control-plane.js';
 
 export const joinWorkers: Step<CreateState> = {
   name: (state) => {
@@ -15,14 +16,13 @@ export const joinWorkers: Step<CreateState> = {
   async run(state, context) {
     const { runtime, config } = state;
     const join = need(state.join, 'the join information');
-    // The worker needs no expiry: it joins now or not at all.
-    const text = JSON.stringify({ server: join.server, token: join.token, caCertHash: join.caCertHash });
+    await (state.joinHandedOver ??
+      handJoinToWorkers(
+        state,
+        JSON.stringify({ server: join.server, token: join.token, caCertHash: join.caCertHash }),
+      ));
     await Promise.all(
-      config.workers.map(async (_, index) => {
-        const container = workerName(config.name, index);
-        await runtime.writeFile(container, JOIN_FILE, text);
-        await waitForNodeAgent(runtime, container, context);
-      }),
+      config.workers.map((_, index) => waitForNodeAgent(runtime, workerName(config.name, index), context)),
     );
   },
 };

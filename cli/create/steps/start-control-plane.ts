@@ -1,5 +1,7 @@
-// The control plane's agent reports ready once the API server answers and the bootstrap objects
-// exist; then its join information and admin credentials are read out of the container.
+// The control plane's agent writes its join information first, then reports ready once the API
+// server answers and the bootstrap objects exist. The join information goes to the workers the moment
+// it appears, so that they join while the control plane is still starting; at ready, the admin
+// credentials are read out of the container.
 
 import {
   ADMIN_KUBECONFIG,
@@ -9,46 +11,81 @@ import {
   parseNodeStatus,
   STATUS_FILE,
   STATUS_REASONS,
+  workerName,
 } from '../../../shared/contract.js';
-import { VindError } from '../../../shared/errors.js';
-import { PermanentError } from '../../../shared/poll.js';
+import { InterruptedError, VindError } from '../../../shared/errors.js';
+import { sleep } from '../../../shared/poll.js';
 import type { ContainerRuntime } from '../../runtime/runtime.js';
 import type { Step, StepContext } from '../pipeline.js';
-import { type CreateState, waitWithin } from '../state.js';
+import { type CreateState, timedOut } from '../state.js';
 
-/** Waits for a node's agent to report ready; a failed node or an exited container ends the wait at once. */
+/** A node's agent is done starting, one way or the other. */
+const FINAL_PHASES = ['"phase":"ready"', '"phase":"failed"'];
+
+/** Another file of the node to hear about while waiting for its agent. */
+export interface AlsoFollow {
+  path: string;
+  onChange(content: string): void;
+}
+
+/**
+ * Waits for a node's agent to report ready, following its status file as it changes; a failed node
+ * or an exited container ends the wait at once.
+ */
 export async function waitForNodeAgent(
   runtime: ContainerRuntime,
   container: string,
   context: StepContext,
+  also?: AlsoFollow,
 ): Promise<void> {
-  try {
-    await waitWithin(
-      `${container} to start`,
-      async () => {
-        const status = parseNodeStatus(await runtime.readFile(container, STATUS_FILE).catch(() => undefined));
-        if (status?.phase === 'failed') throw new PermanentError(`${container}: ${status.message}`);
-        if (status?.phase === 'ready') return true;
-        // A datastore that does not answer at create is a mistake in --datastore, not a wait.
-        if (status?.phase === 'retrying' && status.reason === STATUS_REASONS.datastoreUnreachable) {
-          throw new PermanentError(`${container}: ${status.message.replace(/; trying again in .*$/, '')}`);
-        }
-        // Not yet, and why: the agent tries again by itself; the reason is named if time runs out.
-        if (status?.phase === 'retrying') throw new Error(status.message);
-        const info = await runtime.inspectContainer(container);
-        if (!info || info.state !== 'running') {
-          throw new PermanentError(
-            `${container} exited (code ${info?.exitCode ?? 'unknown'}); see \`docker logs ${container}\``,
-          );
-        }
-        return undefined;
-      },
-      context,
-    );
-  } catch (error) {
-    if (error instanceof PermanentError) throw new VindError(error.message);
-    throw error;
+  const what = `${container} to start`;
+  const paths = [STATUS_FILE, ...(also ? [also.path] : [])];
+  let last: string | undefined;
+  for (;;) {
+    const remaining = context.deadline - Date.now();
+    if (remaining <= 0) throw timedOut(what, last);
+    const changes = runtime.followFiles(container, paths, {
+      endWhenFirstHas: FINAL_PHASES,
+      timeoutMs: remaining,
+      signal: context.signal,
+    });
+    for await (const change of changes) {
+      if (change.path !== STATUS_FILE) {
+        if (change.content) also?.onChange(change.content);
+        continue;
+      }
+      const status = parseNodeStatus(change.content);
+      if (status?.phase === 'failed') throw new VindError(`${container}: ${status.message}`);
+      if (status?.phase === 'ready') return;
+      // A datastore that does not answer at create is a mistake in --datastore, not a wait.
+      if (status?.phase === 'retrying' && status.reason === STATUS_REASONS.datastoreUnreachable) {
+        throw new VindError(`${container}: ${status.message.replace(/; trying again in .*$/, '')}`);
+      }
+      // Not yet, and why: the agent tries again by itself; the reason is named if time runs out.
+      if (status?.phase === 'retrying') last = status.message;
+    }
+    if (context.signal.aborted) throw new InterruptedError();
+    const info = await runtime.inspectContainer(container);
+    if (!info || info.state !== 'running') {
+      throw new VindError(
+        `${container} exited (code ${info?.exitCode ?? 'unknown'}); see \`docker logs ${container}\``,
+      );
+    }
+    // The follower reached its time limit, or the engine cut it off: look again.
+    await sleep(200, context.signal);
   }
+}
+
+/** Writes the join information into every worker; each joins on its own from then on. */
+export async function handJoinToWorkers(state: CreateState, joinText: string): Promise<void> {
+  const join = parseJoinInfo(joinText);
+  // The worker needs no expiry: it joins now or not at all.
+  const text = JSON.stringify({ server: join.server, token: join.token, caCertHash: join.caCertHash });
+  await Promise.all(
+    state.config.workers.map((_, index) =>
+      state.runtime.writeFile(workerName(state.config.name, index), JOIN_FILE, text),
+    ),
+  );
 }
 
 export const startControlPlane: Step<CreateState> = {
@@ -56,11 +93,25 @@ export const startControlPlane: Step<CreateState> = {
   async run(state, context) {
     const { runtime } = state;
     const container = controlPlaneName(state.config.name);
-    await waitForNodeAgent(runtime, container, context);
-    const joinText = await runtime.readFile(container, JOIN_FILE);
+    await waitForNodeAgent(runtime, container, context, {
+      path: JOIN_FILE,
+      onChange(content) {
+        if (state.join) return;
+        state.join = parseJoinInfo(content);
+        state.joinHandedOver = handJoinToWorkers(state, content);
+        // Awaited by the join step; until then a failure must not be an unhandled rejection.
+        state.joinHandedOver.catch(() => undefined);
+      },
+    });
     const admin = await runtime.readFile(container, ADMIN_KUBECONFIG);
-    if (!joinText || !admin) throw new VindError(`${container} did not write its join information`);
-    state.join = parseJoinInfo(joinText);
+    if (!state.join) {
+      const joinText = await runtime.readFile(container, JOIN_FILE);
+      if (joinText) {
+        state.join = parseJoinInfo(joinText);
+        state.joinHandedOver = handJoinToWorkers(state, joinText);
+      }
+    }
+    if (!state.join || !admin) throw new VindError(`${container} did not write its join information`);
     state.adminKubeconfig = admin;
   },
 };
