@@ -1,24 +1,21 @@
-// time-to-k8s, modelled on minikube's benchmark: how long `vind create` takes, and the total until a
-// freshly deployed pod gets an answer from cluster DNS for a Service; then CPU time and idle memory
-// of every node container.
+// time-to-k8s, after minikube's benchmark: how long `vind create` takes, then how long until the API
+// answers, the kubernetes and kube-dns Services exist, a freshly deployed app answers its readiness
+// probe and a DNS lookup from it is answered. Each phase is the median over the runs, counted from
+// the start of the command. Then CPU time and idle memory of every container of the last cluster.
 //
 //   node dist/bench/time-to-k8s.js [--workers N] [--runs N] [--idle SECONDS] [--image REF]
 //
-// The node image must be built. The workload image (a static busybox built on the host) reaches
-// the node through the image cache, as any host image does: its pull is part of the total.
+// The node image must be built. The app's image (a static busybox built on the host) reaches the
+// node through the image cache, as any host image does: its pull is part of the total. The waits
+// after the command ask the API directly (no kubectl process competing for the same two cores).
 
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { formatDuration } from '../cli/progress.js';
-import {
-  docker,
-  ensureTestImage,
-  kubectlBinary,
-  LABEL_CLUSTER,
-  TEST_IMAGE,
-} from '../test/support/workloads.js';
+import { kubeRequest, type KubeTarget, targetFromKubeconfig } from '../shared/kubernetes.js';
+import { docker, ensureTestImage, LABEL_CLUSTER, TEST_IMAGE } from '../test/support/workloads.js';
 
 const CLI = join(import.meta.dirname, '..', 'cli', 'main.js');
 
@@ -28,70 +25,127 @@ function option(name: string, fallback: number): number {
 }
 
 const workers = option('--workers', 1);
-const runs = option('--runs', 3);
+const runs = option('--runs', 5);
 const idleSeconds = option('--idle', 30);
 const imageIndex = process.argv.indexOf('--image');
 /** A node image other than the default, to compare two builds on one machine. */
 const imageArgs = imageIndex >= 0 ? ['--image', process.argv[imageIndex + 1]!] : [];
 
+const PHASES = [
+  'command',
+  'API answers',
+  'kubernetes and kube-dns Services',
+  'app answers',
+  'DNS lookup from the app',
+] as const;
+type Phase = (typeof PHASES)[number];
+
 interface Run {
-  command: number;
-  total: number;
-  steps: string[];
+  /** Milliseconds from the start of the command. */
+  at: Record<Phase, number>;
+  /** create's own steps and their durations. */
+  steps: Map<string, number>;
 }
 
-async function vind(args: string[], env: Record<string, string> = {}) {
-  const result = await execa('node', [CLI, ...args], { env, reject: false, stdin: 'ignore' });
-  if (result.exitCode !== 0) throw new Error(`vind ${args.join(' ')} failed:\n${result.stderr}`);
-  return result;
-}
-
-const dnsPod = (name: string) => ({
+/** An app that serves HTTP (its readiness probe) and then resolves a Service name. */
+const appPod = {
   apiVersion: 'v1',
   kind: 'Pod',
-  metadata: { name },
+  metadata: { name: 'app' },
   spec: {
-    restartPolicy: 'Never',
     containers: [
       {
-        name: 'dns',
+        name: 'app',
         image: TEST_IMAGE,
         imagePullPolicy: 'IfNotPresent',
-        command: ['sh', '-c', 'until nslookup kubernetes.default.svc.cluster.local; do sleep 0.1; done'],
+        command: [
+          'sh',
+          '-c',
+          'mkdir -p /tmp/www && httpd -p 8080 -h /tmp/www && ' +
+            'until nslookup kubernetes.default.svc.cluster.local >/dev/null 2>&1; do sleep 0.1; done; ' +
+            'echo dns-answered; exec sleep 3600',
+        ],
+        readinessProbe: { tcpSocket: { port: 8080 }, periodSeconds: 1 },
       },
     ],
   },
-});
+};
 
-async function oneRun(index: number, kubectl: string): Promise<Run> {
+async function waitUntil(what: string, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 180_000;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+const ok = async (target: KubeTarget, path: string) =>
+  (await kubeRequest(target, 'GET', path)).status === 200;
+
+/** Step lines of create's output (` ✓ name (1.2s, detail)`) as name → milliseconds. */
+function stepDurations(stderr: string): Map<string, number> {
+  const steps = new Map<string, number>();
+  for (const line of stderr.split('\n')) {
+    const match = / ✓ (.+?) \((\d+(?:\.\d+)?)(ms|s)\b/.exec(line);
+    if (match)
+      steps.set(
+        match[1]!.replace(/\d+ (containers|workers?)/, 'N $1'),
+        Number(match[2]) * (match[3] === 's' ? 1000 : 1),
+      );
+  }
+  return steps;
+}
+
+async function oneRun(index: number): Promise<Run> {
   const cluster = `bench-${process.pid}-${index}`;
   const scratch = await mkdtemp(join(tmpdir(), 'vind-bench-'));
   const kubeconfig = join(scratch, 'kubeconfig');
   try {
     const started = performance.now();
-    const created = await vind(['create', cluster, '--workers', String(workers), ...imageArgs], {
-      KUBECONFIG: kubeconfig,
+    const since = () => performance.now() - started;
+    const created = await execa(
+      'node',
+      [CLI, 'create', cluster, '--workers', String(workers), ...imageArgs],
+      {
+        env: { KUBECONFIG: kubeconfig },
+        reject: false,
+        stdin: 'ignore',
+      },
+    );
+    const command = since();
+    if (created.exitCode !== 0) throw new Error(`vind create failed:\n${created.stderr}`);
+    const target = targetFromKubeconfig(await readFile(kubeconfig, 'utf8'));
+    const at = { command } as Record<Phase, number>;
+    await waitUntil('the API', () => ok(target, '/readyz'));
+    at['API answers'] = since();
+    await waitUntil(
+      'the Services',
+      async () =>
+        (await ok(target, '/api/v1/namespaces/default/services/kubernetes')) &&
+        (await ok(target, '/api/v1/namespaces/kube-system/services/kube-dns')),
+    );
+    at['kubernetes and kube-dns Services'] = since();
+    const posted = await kubeRequest(target, 'POST', '/api/v1/namespaces/default/pods', appPod);
+    if (posted.status !== 201) throw new Error(`creating the app: ${posted.status}`);
+    await waitUntil('the app to answer', async () => {
+      const pod = await kubeRequest<{ status?: { conditions?: { type: string; status: string }[] } }>(
+        target,
+        'GET',
+        '/api/v1/namespaces/default/pods/app',
+      );
+      return pod.body.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
     });
-    const command = performance.now() - started;
-
-    const deployStarted = performance.now();
-    await execa(kubectl, ['--kubeconfig', kubeconfig, 'apply', '-f', '-'], {
-      input: JSON.stringify(dnsPod('dns')),
+    at['app answers'] = since();
+    await waitUntil('the DNS answer', async () => {
+      const log = await kubeRequest<string>(target, 'GET', '/api/v1/namespaces/default/pods/app/log');
+      return typeof log.body === 'string' && log.body.includes('dns-answered');
     });
-    await execa(kubectl, [
-      '--kubeconfig',
-      kubeconfig,
-      'wait',
-      '--for=jsonpath={.status.phase}=Succeeded',
-      'pod/dns',
-      '--timeout=120s',
-    ]);
-    const total = command + (performance.now() - deployStarted);
-    const steps = created.stderr.split('\n').filter((l) => l.startsWith(' ✓'));
+    at['DNS lookup from the app'] = since();
     if (index === runs - 1) await reportContainers(cluster);
-    return { command, total, steps };
+    return { at, steps: stepDurations(created.stderr) };
   } finally {
-    await vind(['delete', cluster], { KUBECONFIG: kubeconfig }).catch(() => undefined);
+    await execa('node', [CLI, 'delete', cluster], { env: { KUBECONFIG: kubeconfig }, reject: false });
     await rm(scratch, { recursive: true, force: true });
   }
 }
@@ -128,24 +182,29 @@ function median(values: number[]): number {
 
 async function main(): Promise<void> {
   await ensureTestImage();
-  const kubectl = await kubectlBinary();
   process.stdout.write(
     `time-to-k8s: 1 control plane + ${workers} worker(s), ${runs} runs, node image present\n`,
   );
   const results: Run[] = [];
   for (let i = 0; i < runs; i++) {
-    const run = await oneRun(i, kubectl);
+    const run = await oneRun(i);
     results.push(run);
+    const phases = PHASES.map((p) => `${p} ${formatDuration(run.at[p])}`).join(', ');
+    process.stdout.write(`  run ${i + 1}: ${phases}\n`);
+  }
+  process.stdout.write(`  median of ${runs}, from the start of the command:\n`);
+  for (const phase of PHASES) {
+    const values = results.map((r) => r.at[phase]);
+    const range = `${formatDuration(Math.min(...values))}-${formatDuration(Math.max(...values))}`;
     process.stdout.write(
-      `  run ${i + 1}: command ${formatDuration(run.command)}, total ${formatDuration(run.total)}\n`,
+      `    ${phase.padEnd(34)} ${formatDuration(median(values)).padStart(6)}   (${range})\n`,
     );
   }
-  process.stdout.write(`  median command ${formatDuration(median(results.map((r) => r.command)))}\n`);
-  process.stdout.write(
-    `  median total until DNS answers ${formatDuration(median(results.map((r) => r.total)))}\n`,
-  );
-  process.stdout.write('  steps of the last create:\n');
-  for (const step of results.at(-1)!.steps) process.stdout.write(`    ${step.trim()}\n`);
+  process.stdout.write(`  create's steps, median of ${runs}:\n`);
+  for (const step of results[0]!.steps.keys()) {
+    const values = results.map((r) => r.steps.get(step) ?? 0);
+    process.stdout.write(`    ${step.padEnd(34)} ${formatDuration(median(values)).padStart(6)}\n`);
+  }
 }
 
 await main();
