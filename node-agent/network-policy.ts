@@ -42,6 +42,9 @@ async function run(command: string, args: string[], input?: string): Promise<str
   return result.stdout;
 }
 
+/** How often an unchanged plan still checks that the policy chain comes first in FORWARD. */
+const JUMP_CHECK_INTERVAL_MS = 10_000;
+
 async function ensureForwardJump(): Promise<void> {
   const forward = (await run('iptables', ['-S', 'FORWARD'])).split('\n');
   if (!forwardJumpMisplaced(forward)) return;
@@ -56,6 +59,7 @@ export function enforceNetworkPolicies(target: KubeTarget, nodeName: string, sig
   let policies: NetworkPolicy[] | undefined;
   let appliedSets = '';
   let appliedRules = '';
+  let jumpCheckedAt = 0;
 
   const kick = reconciler(
     async () => {
@@ -84,8 +88,14 @@ export function enforceNetworkPolicies(target: KubeTarget, nodeName: string, sig
         }
         appliedSets = setsText;
         appliedRules = rulesText;
+        jumpCheckedAt = 0;
       }
-      await ensureForwardJump();
+      // kube-proxy adds its FORWARD jump once and only checks it afterwards, so the order rarely
+      // changes: every pod event in the cluster starting an iptables process cost more than the rest.
+      if (Date.now() - jumpCheckedAt >= JUMP_CHECK_INTERVAL_MS) {
+        await ensureForwardJump();
+        jumpCheckedAt = Date.now();
+      }
     },
     { logPrefix: 'network policies', retryMs: 2000, signal },
   );

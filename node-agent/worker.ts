@@ -147,7 +147,7 @@ async function startPodNetwork(target: KubeTarget, settings: WorkerSettings, sig
   const podCidr = await poll(
     'a podCIDR for this node',
     async () => (await ownNode(target, settings.nodeName)).spec.podCIDR,
-    { timeoutMs: 180_000 },
+    { timeoutMs: 180_000, intervalMs: 100 },
   );
   await writeFileAtomic(CNI_CONFIG, cniConfig(podCidr));
   await iptables([
@@ -248,7 +248,7 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
       existsSync(KUBELET_KUBECONFIG)
         ? targetFromKubeconfig(await readFile(KUBELET_KUBECONFIG, 'utf8'))
         : undefined,
-    { timeoutMs: 180_000 },
+    { timeoutMs: 180_000, intervalMs: 100 },
   );
   if (vindOwnsPodNetwork(settings.cni)) await startPodNetwork(target, settings, signal);
   else log('pod network left to the CNI the user installs (networking.cni: none)');
@@ -262,6 +262,7 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
   // Until its serving certificate is signed the kubelet refuses HTTPS: no logs, exec or metrics.
   await poll('the kubelet serving certificate', async () => existsSync(KUBELET_SERVING_CERT) || undefined, {
     timeoutMs: 180_000,
+    intervalMs: 100,
   });
   await setStatus('ready', `joined as ${settings.nodeName}`);
 }

@@ -2,7 +2,8 @@
 // node-agent (joining, routes). It is built on node:https rather than undici because it also runs
 // inside the node image, on Debian's Node.js 18, which current undici releases do not support.
 
-import { request } from 'node:https';
+import { Agent, request } from 'node:https';
+import { createSecureContext } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 
@@ -31,6 +32,45 @@ export interface KubeResponse<T> {
   body: T;
 }
 
+/** Agents by target: one TLS setup per API server and identity, and its connections kept open. */
+const agents = new Map<string, Agent>();
+const MAX_AGENTS = 32;
+
+/**
+ * The keep-alive agent of a target, with its TLS context made once. A fresh context per request parsed
+ * the CA and key again every time: polling an API server that was starting cost the control plane's
+ * agent over a second of CPU that the API server itself needed. Idle kept sockets do not hold the
+ * process open.
+ */
+function agentFor(target: KubeTarget): Agent {
+  const text = (value: string | Buffer | undefined) => (value === undefined ? '' : value.toString());
+  const key = [
+    target.server,
+    target.insecureSkipVerify ? 'insecure' : '',
+    text(target.ca),
+    text(target.cert),
+  ].join('|');
+  let agent = agents.get(key);
+  if (agent) {
+    // Most recently used last, so that the first entry is the one to let go.
+    agents.delete(key);
+  } else {
+    agent = new Agent({
+      keepAlive: true,
+      // Made once: without it every new connection parses the CA and key again.
+      secureContext: createSecureContext({ ca: target.ca, cert: target.cert, key: target.key }),
+      rejectUnauthorized: !target.insecureSkipVerify,
+    });
+    if (agents.size >= MAX_AGENTS) {
+      const [oldest] = agents.keys();
+      agents.get(oldest!)?.destroy();
+      agents.delete(oldest!);
+    }
+  }
+  agents.set(key, agent);
+  return agent;
+}
+
 export async function kubeRequest<T = unknown>(
   target: KubeTarget,
   method: string,
@@ -46,10 +86,7 @@ export async function kubeRequest<T = unknown>(
       url,
       {
         method,
-        ca: target.ca,
-        cert: target.cert,
-        key: target.key,
-        rejectUnauthorized: !target.insecureSkipVerify,
+        agent: agentFor(target),
         headers: {
           Accept: 'application/json',
           ...(payload ? { 'Content-Type': contentType, 'Content-Length': payload.length } : {}),
@@ -264,9 +301,7 @@ function streamWatch<T>(
       url,
       {
         method: 'GET',
-        ca: target.ca,
-        cert: target.cert,
-        key: target.key,
+        agent: agentFor(target),
         signal,
         headers: {
           Accept: 'application/json',
