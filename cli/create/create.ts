@@ -9,7 +9,7 @@ import { type ClusterReadiness, type CreateState, kubernetesReadiness, need } fr
 import { checkHost } from './steps/check-host.js';
 import { createNetwork } from './steps/create-network.js';
 import { joinWorkers } from './steps/join-workers.js';
-import { startContainers } from './steps/start-containers.js';
+import { openApiPort, startContainers } from './steps/start-containers.js';
 import { startControlPlane } from './steps/start-control-plane.js';
 import {
   waitForApiServer,
@@ -24,6 +24,7 @@ export const CREATE_STEPS: Step<CreateState>[] = [
   createNetwork,
   startContainers,
   startControlPlane,
+  openApiPort,
   // Workers have been joining since the control plane wrote its join information: the API is
   // checked through its published port meanwhile.
   writeKubeconfig,

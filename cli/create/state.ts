@@ -49,6 +49,10 @@ export interface CreateState {
   publishHostPorts?: boolean;
   plan?: ClusterAddressPlan;
   join?: JoinInfo;
+  /** This cluster's token for the image cache. */
+  cacheToken?: string;
+  /** The front door and the image cache, started once the control plane is ready. */
+  sideContainers?: Promise<void>;
   /** Writing the join information into the workers, started as soon as it exists. */
   joinHandedOver?: Promise<void>;
   adminKubeconfig?: string;

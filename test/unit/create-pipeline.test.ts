@@ -77,6 +77,7 @@ describe('create against a fake runtime', () => {
       'create network',
       'start 3 containers',
       'start control plane',
+      'open the API port',
       'write kubeconfig',
       'wait for the API server',
       'join 2 workers',

@@ -1,7 +1,8 @@
-// Every container at once: the control plane, the workers, the front door (the API port) and (if this
-// host has none yet) the image cache. Workers bring up containerd and their preloaded images while the control plane boots, and
-// join once it hands out the join information. The cluster's token for the image cache is made here:
-// the workers get it in their settings, the cache once it runs.
+// Every node at once: the control plane and the workers. Workers bring up containerd and their
+// preloaded images while the control plane boots, and join as soon as it hands out the join
+// information. The front door (the API port) and, if this host has none yet, the image cache start
+// once the control plane is ready. The cluster's token for the image cache is made here: the workers
+// get it in their settings, the cache once it runs.
 
 import {
   API_SERVER_PORT,
@@ -136,6 +137,7 @@ export const startContainers: Step<CreateState> = {
       }
     });
     const token = newCacheToken();
+    state.cacheToken = token;
     // Taken back before the cache itself, which stays for the other clusters.
     undo(() => removeCacheToken(runtime, config.name));
     const requests = nodeRequests(state, token);
@@ -150,13 +152,34 @@ export const startContainers: Step<CreateState> = {
       });
     }
     undo(() => runtime.removeContainer(frontDoorName(config.name)));
-    await allSettledOrThrow([
-      ensureImageCache(runtime, config.image, network).then(async () => {
-        await registerCacheToken(runtime, config.name, token);
-        if (config.imageCacheLimit) await setCacheLimit(runtime, config.imageCacheLimit);
-      }),
-      ...requests.map((request) => runtime.runNode(request)),
-      runtime.runFrontDoor(frontDoorRequest(state, token)),
-    ]);
+    // Runs first: what a later step started in the background is made before it is taken back.
+    undo(async () => {
+      await state.sideContainers?.catch(() => undefined);
+    });
+    await allSettledOrThrow(requests.map((request) => runtime.runNode(request)));
+  },
+};
+
+/**
+ * The front door (the API port) and the image cache: neither is used before the control plane is
+ * ready (every image a new cluster runs is preloaded), so they start then, and their start-up does
+ * not take CPU from the control plane's. Their undo was registered with the nodes'.
+ */
+export function startSideContainers(state: CreateState): Promise<void> {
+  const { runtime, config } = state;
+  const token = need(state.cacheToken, 'the image cache token');
+  return allSettledOrThrow([
+    ensureImageCache(runtime, config.image, networkName(config.name)).then(async () => {
+      await registerCacheToken(runtime, config.name, token);
+      if (config.imageCacheLimit) await setCacheLimit(runtime, config.imageCacheLimit);
+    }),
+    runtime.runFrontDoor(frontDoorRequest(state, token)),
+  ]);
+}
+
+export const openApiPort: Step<CreateState> = {
+  name: 'open the API port',
+  async run(state) {
+    await (state.sideContainers ?? startSideContainers(state));
   },
 };

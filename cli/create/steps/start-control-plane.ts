@@ -18,6 +18,7 @@ import { sleep } from '../../../shared/poll.js';
 import type { ContainerRuntime } from '../../runtime/runtime.js';
 import type { Step, StepContext } from '../pipeline.js';
 import { type CreateState, timedOut } from '../state.js';
+import { startSideContainers } from './start-containers.js';
 
 /** A node's agent is done starting, one way or the other. */
 const FINAL_PHASES = ['"phase":"ready"', '"phase":"failed"'];
@@ -113,5 +114,8 @@ export const startControlPlane: Step<CreateState> = {
     }
     if (!state.join || !admin) throw new VindError(`${container} did not write its join information`);
     state.adminKubeconfig = admin;
+    state.sideContainers = startSideContainers(state);
+    // Awaited by the next step; until then a failure must not be an unhandled rejection.
+    state.sideContainers.catch(() => undefined);
   },
 };
