@@ -51,7 +51,7 @@ export interface CreateState {
   join?: JoinInfo;
   /** This cluster's token for the image cache. */
   cacheToken?: string;
-  /** The front door and the image cache, started once the control plane is ready. */
+  /** The front door and the image cache, started while the control plane boots. */
   sideContainers?: Promise<void>;
   /** Writing the join information into the workers, started as soon as it exists. */
   joinHandedOver?: Promise<void>;

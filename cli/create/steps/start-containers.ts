@@ -1,7 +1,7 @@
 // Every node at once: the control plane and the workers. Workers bring up containerd and their
 // preloaded images while the control plane boots, and join as soon as it hands out the join
 // information. The front door (the API port) and, if this host has none yet, the image cache start
-// once the control plane is ready. The cluster's token for the image cache is made here: the workers
+// while the control plane boots. The cluster's token for the image cache is made here: the workers
 // get it in their settings, the cache once it runs.
 
 import {
@@ -162,8 +162,8 @@ export const startContainers: Step<CreateState> = {
 
 /**
  * The front door (the API port) and the image cache: neither is used before the control plane is
- * ready (every image a new cluster runs is preloaded), so they start then, and their start-up does
- * not take CPU from the control plane's. Their undo was registered with the nodes'.
+ * ready (every image a new cluster runs is preloaded), so they start after the nodes, not with them.
+ * Their undo was registered with the nodes'.
  */
 export function startSideContainers(state: CreateState): Promise<void> {
   const { runtime, config } = state;

@@ -89,6 +89,17 @@ export async function handJoinToWorkers(state: CreateState, joinText: string): P
   );
 }
 
+/**
+ * The front door and the image cache, once the nodes have started and the control plane has made its
+ * certificates: their start-up is then off the path of both, and done long before the API is.
+ */
+function startSideContainersOnce(state: CreateState): void {
+  if (state.sideContainers) return;
+  state.sideContainers = startSideContainers(state);
+  // Awaited by the step after this one; until then a failure must not be an unhandled rejection.
+  state.sideContainers.catch(() => undefined);
+}
+
 export const startControlPlane: Step<CreateState> = {
   name: 'start control plane',
   async run(state, context) {
@@ -102,6 +113,7 @@ export const startControlPlane: Step<CreateState> = {
         state.joinHandedOver = handJoinToWorkers(state, content);
         // Awaited by the join step; until then a failure must not be an unhandled rejection.
         state.joinHandedOver.catch(() => undefined);
+        startSideContainersOnce(state);
       },
     });
     const admin = await runtime.readFile(container, ADMIN_KUBECONFIG);
@@ -114,8 +126,6 @@ export const startControlPlane: Step<CreateState> = {
     }
     if (!state.join || !admin) throw new VindError(`${container} did not write its join information`);
     state.adminKubeconfig = admin;
-    state.sideContainers = startSideContainers(state);
-    // Awaited by the next step; until then a failure must not be an unhandled rejection.
-    state.sideContainers.catch(() => undefined);
+    startSideContainersOnce(state);
   },
 };
