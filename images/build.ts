@@ -63,7 +63,7 @@ export interface ImageBuildResult {
  * preloaded image archives (only that container: the seed replaces them) and a tmpfs to work in;
  * its file system is committed as the node image, with the image's own command back in place.
  */
-async function seedNodeImage(
+export async function seedNodeImage(
   engine: ImageEngine,
   options: {
     unseeded: string;
@@ -75,21 +75,25 @@ async function seedNodeImage(
   },
 ): Promise<void> {
   const logFile = join(options.logDir, 'image-build-seed.log');
-  const run = await engine.runToCompletion({
-    image: options.unseeded,
-    command: [SEED.command],
-    tmpfs: [SEED.work, '/run', '/tmp'],
-    files: await packDirectory(options.context, options.archives),
-  });
+  let container: string | undefined;
   try {
+    const run = await engine.runToCompletion({
+      image: options.unseeded,
+      command: [SEED.command],
+      tmpfs: [SEED.work, '/run', '/tmp'],
+      files: await packDirectory(options.context, options.archives),
+    });
+    container = run.container;
     await writeFile(logFile, run.output);
     if (run.exitCode !== 0) {
-      const last = run.output.trim().split('\n').at(-1) ?? `exit code ${run.exitCode}`;
+      const last = run.output.trim().split('\n').at(-1) || `exit code ${run.exitCode}`;
       throw new StageFailure(`${SEED.command}: ${last} (full log: ${logFile})`);
     }
     await engine.commitContainer(run.container, options.reference, nodeCommandLines());
   } finally {
-    await engine.removeContainer(run.container).catch(() => undefined);
+    if (container) await engine.removeContainer(container).catch(() => undefined);
+    // The commit's parent stays, untagged; a failed seed leaves nothing tagged.
+    await engine.removeImage(options.unseeded).catch(() => undefined);
   }
 }
 
@@ -240,17 +244,13 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
       }
     });
     await reporter.step(`seed ${reference}`, async (note) => {
-      try {
-        await seedNodeImage(engine, {
-          unseeded,
-          reference,
-          logDir: dirs.logDir,
-          context,
-          archives: built.archives,
-        });
-      } finally {
-        await engine.removeImage(unseeded).catch(() => undefined);
-      }
+      await seedNodeImage(engine, {
+        unseeded,
+        reference,
+        logDir: dirs.logDir,
+        context,
+        archives: built.archives,
+      });
       const size = (await engine.inspectImage(reference))?.size;
       if (size) note(`${Math.round(size / 1e6)} MB`);
     });
