@@ -41,7 +41,7 @@ import {
 } from './containerd.js';
 import { log } from './log.js';
 
-/** containerd's metadata: where it is, a root has been used. */
+/** containerd's metadata database: a root that holds it has been used. */
 const METADATA_DB = 'io.containerd.metadata.v1.bolt/meta.db';
 /** A committed overlayfs snapshot: the unpacked layer, read-only once committed. */
 const SNAPSHOT_FOLDER = /^io\.containerd\.snapshotter\.v1\.overlayfs\/snapshots\/[^/]+$/;
