@@ -14,6 +14,8 @@ import {
   METRICS_SERVER_IMAGE,
   nodeImage,
   PAUSE_IMAGE,
+  PRELOADED_IMAGES_DIR,
+  SEED,
   VIND_VERSION,
 } from '../shared/contract.js';
 import { VindError } from '../shared/errors.js';
@@ -33,7 +35,7 @@ import {
 import { inputsHash, shortHash } from './inputs.js';
 import { type KubernetesVersion, parseKubernetesVersion, VersionError } from './kubernetes-module.js';
 import { busyboxPackage, fetchBusybox, localPathArchives } from './local-path.js';
-import { nodeDockerfile } from './node-dockerfile.js';
+import { nodeCommandLines, nodeDockerfile } from './node-dockerfile.js';
 import { PROJECT_ROOT } from './project-root.js';
 import { DEFAULT_KUBERNETES_VERSION, GO_TOOLS, goTool, KUBERNETES_COMPONENTS, POD_TOOLS } from './recipe.js';
 import { requireCommand, StageFailure, stageRunner } from './stage-runner.js';
@@ -54,6 +56,45 @@ export interface ImageBuildResult {
   reference: string;
   skipped: boolean;
   inputsHash: string;
+}
+
+/**
+ * The image's agent runs `image-seed` in a throw-away container of the built image, given the
+ * preloaded image archives (only that container: the seed replaces them) and a tmpfs to work in;
+ * its file system is committed as the node image, with the image's own command back in place.
+ */
+export async function seedNodeImage(
+  engine: ImageEngine,
+  options: {
+    unseeded: string;
+    reference: string;
+    logDir: string;
+    /** The build context, and the archives in it at their paths in the image. */
+    context: string;
+    archives: string[];
+  },
+): Promise<void> {
+  const logFile = join(options.logDir, 'image-build-seed.log');
+  let container: string | undefined;
+  try {
+    const run = await engine.runToCompletion({
+      image: options.unseeded,
+      command: [SEED.command],
+      tmpfs: [SEED.work, '/run', '/tmp'],
+      files: await packDirectory(options.context, options.archives),
+    });
+    container = run.container;
+    await writeFile(logFile, run.output);
+    if (run.exitCode !== 0) {
+      const last = run.output.trim().split('\n').at(-1) || `exit code ${run.exitCode}`;
+      throw new StageFailure(`${SEED.command}: ${last} (full log: ${logFile})`);
+    }
+    await engine.commitContainer(run.container, options.reference, nodeCommandLines());
+  } finally {
+    if (container) await engine.removeContainer(container).catch(() => undefined);
+    // The commit's parent stays, untagged; a failed seed leaves nothing tagged.
+    await engine.removeImage(options.unseeded).catch(() => undefined);
+  }
 }
 
 export function parseVersionOption(input: string | undefined): KubernetesVersion {
@@ -123,7 +164,7 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
 
   const context = await mkdtemp(join(tmpdir(), 'vind-node-image-'));
   try {
-    const files = await reporter.step('assemble build context', async () => {
+    const built = await reporter.step('assemble build context', async () => {
       const files: string[] = [];
       await mkdir(join(context, 'bin'));
       for (const dir of [kubernetesDir, ...toolDirs]) {
@@ -136,14 +177,18 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
           files.push(`bin/${name}`);
         }
       }
-      await mkdir(join(context, 'images'));
+      // Not in the Dockerfile's files: only the seeding container gets them, at their place in the image.
+      const images = join(context, PRELOADED_IMAGES_DIR);
+      await mkdir(images, { recursive: true });
+      const archives: string[] = [];
+      const archive = (file: string) => join(PRELOADED_IMAGES_DIR, file).replace(/^\//, '');
       const pause = await buildDockerArchive({
         reference: PAUSE_IMAGE,
         files: [{ path: 'pause', content: await readFile(pauseBinary), mode: 0o755 }],
         entrypoint: ['/pause'],
         user: '65535:65535',
       });
-      await writeFile(join(context, 'images', 'pause.tar'), pause.tar);
+      await writeFile(join(images, 'pause.tar'), pause.tar);
       const corednsBinary = join(toolDirs[GO_TOOLS.indexOf(goTool('coredns'))]!, 'coredns');
       const coredns = await buildDockerArchive({
         reference: COREDNS_IMAGE,
@@ -151,7 +196,7 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
         entrypoint: ['/coredns'],
         exposedPorts: ['53/tcp', '53/udp'],
       });
-      await writeFile(join(context, 'images', 'coredns.tar'), coredns.tar);
+      await writeFile(join(images, 'coredns.tar'), coredns.tar);
       const metricsServerBinary = join(
         toolDirs[GO_TOOLS.indexOf(goTool('metrics-server'))]!,
         'metrics-server',
@@ -163,27 +208,30 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
         user: '1000:1000',
         exposedPorts: ['10250/tcp'],
       });
-      await writeFile(join(context, 'images', 'metrics-server.tar'), metricsServer.tar);
-      files.push('images/pause.tar', 'images/coredns.tar', 'images/metrics-server.tar');
+      await writeFile(join(images, 'metrics-server.tar'), metricsServer.tar);
+      archives.push(archive('pause.tar'), archive('coredns.tar'), archive('metrics-server.tar'));
       const provisionerBinary = join(
         toolDirs[GO_TOOLS.indexOf(goTool('local-path-provisioner'))]!,
         'local-path-provisioner',
       );
-      for (const archive of await localPathArchives(provisionerBinary, busyboxDir)) {
-        await writeFile(join(context, 'images', archive.file), archive.tar);
-        files.push(`images/${archive.file}`);
+      for (const localPath of await localPathArchives(provisionerBinary, busyboxDir)) {
+        await writeFile(join(images, localPath.file), localPath.tar);
+        archives.push(archive(localPath.file));
       }
       await writeFile(join(context, 'node-agent.mjs'), agentBundle);
       await writeFile(join(context, 'Dockerfile'), dockerfile);
       files.push('node-agent.mjs', 'Dockerfile');
-      return files;
+      return { files, archives };
     });
-    await reporter.step(`build ${reference}`, async () => {
+    // Tagged as the node image only once seeded: a build that fails there leaves no image that
+    // looks up to date.
+    const unseeded = `${reference}-unseeded`;
+    await reporter.step(`build ${unseeded}`, async () => {
       const logFile = join(dirs.logDir, 'image-build-node.log');
       await writeFile(logFile, '');
       try {
-        await engine.buildImage(await packDirectory(context, files), {
-          tag: reference,
+        await engine.buildImage(await packDirectory(context, built.files), {
+          tag: unseeded,
           labels: {
             [LABELS.inputsHash]: hash,
             [LABELS.kubernetesVersion]: version.tag,
@@ -194,6 +242,17 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
       } catch (error) {
         throw new StageFailure(`docker build: ${(error as Error).message} (full log: ${logFile})`);
       }
+    });
+    await reporter.step(`seed ${reference}`, async (note) => {
+      await seedNodeImage(engine, {
+        unseeded,
+        reference,
+        logDir: dirs.logDir,
+        context,
+        archives: built.archives,
+      });
+      const size = (await engine.inspectImage(reference))?.size;
+      if (size) note(`${Math.round(size / 1e6)} MB`);
     });
   } finally {
     await rm(context, { recursive: true, force: true });

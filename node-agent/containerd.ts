@@ -1,5 +1,7 @@
 // containerd inside a node: its configuration (pure), its start under the supervisor, and the
-// images every node holds from the start (the pod sandbox and CoreDNS), imported from the image.
+// import of the image archives every node holds from the start (the pod sandbox, CoreDNS, ...). The
+// image build runs that import once and ships containerd's root (containerd-seed.ts); a node imports
+// only what its root lacks.
 
 import { chmod, readdir, mkdir } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -18,9 +20,10 @@ import { log } from './log.js';
 import type { Supervisor } from './supervisor.js';
 
 export const CONTAINERD_SOCKET = '/run/containerd/containerd.sock';
+export const CONTAINERD_ROOT = '/var/lib/containerd';
 export const CONTAINERD_CONFIG = '/etc/containerd/config.toml';
 export const REGISTRY_HOSTS_DIR = '/etc/containerd/certs.d';
-const K8S_NAMESPACE = 'k8s.io';
+export const K8S_NAMESPACE = 'k8s.io';
 
 export interface ContainerdOptions {
   sandboxImage: string;
@@ -50,14 +53,27 @@ export const PINNED_PRELOADED_IMAGES: Record<string, string> = {
   'local-path-helper': LOCAL_PATH_HELPER_IMAGE,
 };
 
-export function containerdConfig(options: ContainerdOptions): string {
+/** Where containerd keeps its data and state and answers: a node's own, unless the seed's. */
+export interface ContainerdFolders {
+  root: string;
+  state: string;
+  socket: string;
+}
+
+const NODE_FOLDERS: ContainerdFolders = {
+  root: CONTAINERD_ROOT,
+  state: '/run/containerd',
+  socket: CONTAINERD_SOCKET,
+};
+
+export function containerdConfig(options: ContainerdOptions, folders = NODE_FOLDERS): string {
   return `# Written by vind node-agent; rewritten at every start of the node.
 version = 3
-root = "/var/lib/containerd"
-state = "/run/containerd"
+root = ${quote(folders.root)}
+state = ${quote(folders.state)}
 
 [grpc]
-  address = ${quote(CONTAINERD_SOCKET)}
+  address = ${quote(folders.socket)}
 
 [plugins]
   [plugins.'io.containerd.cri.v1.images']
@@ -89,8 +105,8 @@ ${Object.entries(PINNED_PRELOADED_IMAGES)
 `;
 }
 
-export async function ctr(args: string[]) {
-  return execa('ctr', ['--address', CONTAINERD_SOCKET, ...args], { reject: false });
+export async function ctr(args: string[], address = CONTAINERD_SOCKET) {
+  return execa('ctr', ['--address', address, ...args], { reject: false });
 }
 
 /** Whether something accepts connections on a unix socket. */
@@ -105,17 +121,13 @@ function socketAnswers(path: string): Promise<boolean> {
   });
 }
 
-async function waitForContainerd(timeoutMs: number): Promise<void> {
+export async function waitForContainerd(timeoutMs: number, address = CONTAINERD_SOCKET): Promise<void> {
   // Its socket rather than `ctr version`: a process every 100 ms cost more CPU than the wait.
-  await poll(
-    'containerd to answer',
-    async () => ((await socketAnswers(CONTAINERD_SOCKET)) ? true : undefined),
-    {
-      timeoutMs,
-      intervalMs: 50,
-    },
-  );
-  const result = await ctr(['version']);
+  await poll('containerd to answer', async () => ((await socketAnswers(address)) ? true : undefined), {
+    timeoutMs,
+    intervalMs: 50,
+  });
+  const result = await ctr(['version'], address);
   if (result.exitCode !== 0) throw new Error(`containerd does not answer: ${result.stderr.trim()}`);
 }
 
@@ -150,30 +162,51 @@ export async function startContainerd(supervisor: Supervisor, options: Container
   await waitForContainerd(60_000);
 }
 
-/** Imports the images shipped in the node image, skipping those containerd already holds. */
-export async function importPreloadedImages(): Promise<void> {
-  const present = await ctr(['-n', K8S_NAMESPACE, 'images', 'ls', '-q']);
-  const known = new Set(present.stdout.split('\n').filter(Boolean));
+export interface ImportOptions {
+  /** The containerd to import into. */
+  address?: string;
+  /**
+   * Let containerd's garbage collector drop each layer blob once it is unpacked: the snapshot is
+   * what runs, and the blob would hold the same bytes a second time.
+   */
+  discardLayers?: boolean;
+}
+
+/**
+ * Imports the image archives in the node image, skipping those containerd already holds, and
+ * returns the references imported. A node image whose build seeded containerd ships no archives.
+ */
+export async function importPreloadedImages(options: ImportOptions = {}): Promise<string[]> {
   const archives = (await readdir(PRELOADED_IMAGES_DIR).catch(() => [] as string[])).filter((f) =>
     f.endsWith('.tar'),
   );
-  await Promise.all(
+  if (archives.length === 0) return [];
+  const present = await ctr(['-n', K8S_NAMESPACE, 'images', 'ls', '-q'], options.address);
+  const known = new Set(present.stdout.split('\n').filter(Boolean));
+  const imported = await Promise.all(
     archives.map(async (archive) => {
       const references = await archiveReferences(join(PRELOADED_IMAGES_DIR, archive));
-      if (references.length > 0 && references.every((r) => known.has(r))) return;
-      const result = await ctr([
-        '-n',
-        K8S_NAMESPACE,
-        'images',
-        'import',
-        '--platform',
-        'linux/amd64',
-        join(PRELOADED_IMAGES_DIR, archive),
-      ]);
+      if (references.length > 0 && references.every((r) => known.has(r))) return [];
+      const discard = options.discardLayers ? ['--local', '--discard-unpacked-layers'] : [];
+      const result = await ctr(
+        [
+          '-n',
+          K8S_NAMESPACE,
+          'images',
+          'import',
+          '--platform',
+          'linux/amd64',
+          ...discard,
+          join(PRELOADED_IMAGES_DIR, archive),
+        ],
+        options.address,
+      );
       if (result.exitCode !== 0) throw new Error(`importing ${archive}: ${result.stderr.trim()}`);
       log(`imported ${references.join(', ') || archive}`);
+      return references;
     }),
   );
+  return imported.flat();
 }
 
 /** Image references named in a docker-archive's manifest.json, read with tar. */

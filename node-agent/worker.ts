@@ -26,6 +26,7 @@ import {
 import { poll } from '../shared/poll.js';
 import { HUB } from '../shared/remote-nodes.js';
 import { importPreloadedImages, startContainerd } from './containerd.js';
+import { containerdRootFromSeed } from './containerd-seed.js';
 import { CNI_CONF_DIR, cniBinDirs, vindOwnsPodNetwork } from './cni.js';
 import { bootstrapKubeconfig, discover, type JoinConfig } from './join.js';
 import { log } from './log.js';
@@ -174,6 +175,7 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
   const { settings, taints } = await joinThroughHub(given);
   // The folders a CNI's installer writes into through hostPath mounts.
   for (const dir of [...cniBinDirs(settings.cni), CNI_CONF_DIR]) await mkdir(dir, { recursive: true });
+  await containerdRootFromSeed();
   await startContainerd(supervisor, {
     sandboxImage: PAUSE_IMAGE,
     restrictOomScoreAdj: !environment.canLowerOomScore,

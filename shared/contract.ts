@@ -55,6 +55,8 @@ export const SEED = {
   datastore: '/opt/vind/seed/kine/state.db',
   /** The agent command the build runs in the seeding container. */
   command: 'image-seed',
+  /** A tmpfs of the seeding container only, where the seeds are made before they are copied in. */
+  work: '/opt/vind/seed-work',
 } as const;
 
 export function nodeImage(kubernetesVersion: string): string {

@@ -13,7 +13,14 @@ import {
   varVolumeName,
 } from '../../shared/contract.js';
 import { HUB } from '../../shared/remote-nodes.js';
-import type { FrontDoorRequest, HubRequest, ImageCacheRequest, NodeRequest, PortMapping } from './runtime.js';
+import type {
+  FrontDoorRequest,
+  HubRequest,
+  ImageCacheRequest,
+  NodeRequest,
+  PortMapping,
+  SeedRequest,
+} from './runtime.js';
 
 /** The Engine API has CgroupnsMode since 1.41; the type definitions lag behind. */
 export type NodeHostConfig = Docker.HostConfig & { CgroupnsMode?: 'private' | 'host' };
@@ -26,6 +33,14 @@ function portBindings(mappings: PortMapping[]): Record<string, { HostIp: string;
   }
   return bindings;
 }
+
+/** What a node may do without `--privileged`: every capability the host grants, no filter. */
+const NODE_CAPABILITIES: NodeHostConfig = {
+  CapAdd: ['ALL'],
+  // The one capability such hosts withhold; asking for it makes Docker refuse to start the node.
+  CapDrop: ['SYS_RESOURCE'],
+  SecurityOpt: ['seccomp=unconfined', 'apparmor=unconfined', 'label=disable'],
+};
 
 export function nodeHostConfig(request: NodeRequest): NodeHostConfig {
   const common: NodeHostConfig = {
@@ -44,10 +59,7 @@ export function nodeHostConfig(request: NodeRequest): NodeHostConfig {
   }
   return {
     ...common,
-    CapAdd: ['ALL'],
-    // The one capability such hosts withhold; asking for it makes Docker refuse to start the node.
-    CapDrop: ['SYS_RESOURCE'],
-    SecurityOpt: ['seccomp=unconfined', 'apparmor=unconfined', 'label=disable'],
+    ...NODE_CAPABILITIES,
     // The API form of `--security-opt systempaths=unconfined`: nothing under /proc or /sys masked.
     MaskedPaths: [],
     ReadonlyPaths: [],
@@ -176,6 +188,25 @@ export function hubContainerSpec(request: HubRequest): Docker.ContainerCreateOpt
       EndpointsConfig: { [request.network]: { IPAMConfig: { IPv4Address: request.address } } },
     },
     StopTimeout: 10,
+  };
+}
+
+/**
+ * The image build's seeding container: the node image with a node's capabilities (containerd mounts
+ * snapshots), no network, no volume, and tmpfs mounts for its work. No label: its committed file
+ * system and configuration become the node image, which must not carry any of its own.
+ */
+export function seedContainerSpec(request: SeedRequest): Docker.ContainerCreateOptions {
+  return {
+    name: request.name,
+    Image: request.image,
+    Cmd: request.command,
+    HostConfig: {
+      ...NODE_CAPABILITIES,
+      NetworkMode: 'none',
+      Tmpfs: Object.fromEntries(request.tmpfs.map((path) => [path, 'rw,nosuid,nodev,exec'])),
+      Init: false,
+    },
   };
 }
 

@@ -2,6 +2,7 @@
 // dockerode, at the endpoint discovery chose (DOCKER_HOST, the Docker context, or a known socket).
 // Every flag comes from container-specs.ts; this file only carries requests to the engine.
 
+import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, statfs, writeFile } from 'node:fs/promises';
 import { Agent } from 'node:https';
@@ -21,6 +22,7 @@ import {
   imageCacheContainerSpec,
   nodeContainerSpec,
   privilegedProbeSpec,
+  seedContainerSpec,
 } from './container-specs.js';
 import { type DiscoveredDocker, discoverDockerEndpoint } from './discovery.js';
 import { followCommand, FollowParser } from './follow-files.js';
@@ -223,6 +225,33 @@ export class DockerRuntime implements ContainerRuntime {
       await new Promise((resolve) => log.end(resolve));
     }
     return imageId;
+  }
+
+  async runToCompletion(options: {
+    image: string;
+    command: string[];
+    tmpfs: string[];
+    files?: Readable;
+  }): Promise<{ container: string; exitCode: number; output: string }> {
+    const name = `vind-image-seed-${randomBytes(6).toString('hex')}`;
+    const container = await this.client.createContainer(seedContainerSpec({ name, ...options }));
+    try {
+      if (options.files) await container.putArchive(options.files, { path: '/' });
+      await container.start();
+      const ended = (await container.wait()) as { StatusCode: number };
+      return { container: name, exitCode: ended.StatusCode, output: await this.logs(name) };
+    } catch (error) {
+      await this.removeContainer(name).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async commitContainer(container: string, tag: string, changes: string[]): Promise<string> {
+    const [repo, version] = repositoryAndTag(tag);
+    const committed = (await this.client
+      .getContainer(container)
+      .commit({ repo, tag: version, changes, pause: false })) as { Id: string };
+    return committed.Id;
   }
 
   private async followProgress(progress: NodeJS.ReadableStream, onMessage?: (m: BuildMessage) => void) {

@@ -65,6 +65,15 @@ export interface HubRequest {
   files: ContainerFile[];
 }
 
+/** The image build's throw-away container that seeds a node image before it is committed. */
+export interface SeedRequest {
+  name: string;
+  image: string;
+  command: string[];
+  /** Folders that get a tmpfs. */
+  tmpfs: string[];
+}
+
 /** The per-host image cache container. */
 export interface ImageCacheRequest {
   image: string;

@@ -4,6 +4,7 @@ import {
   nodeContainerSpec,
   nodeHostConfig,
   privilegedProbeSpec,
+  seedContainerSpec,
 } from '../../cli/runtime/container-specs.js';
 import type { NodeRequest } from '../../cli/runtime/runtime.js';
 
@@ -107,5 +108,29 @@ describe('privilegedProbeSpec', () => {
     const spec = privilegedProbeSpec('vind/node:v1.36.3');
     expect(spec.HostConfig?.Privileged).toBe(true);
     expect(spec.Entrypoint).toEqual(['/bin/true']);
+  });
+});
+
+describe('seedContainerSpec', () => {
+  const spec = seedContainerSpec({
+    name: 'vind-image-seed-1',
+    image: 'vind/node:v1.36.3-unseeded',
+    command: ['image-seed'],
+    tmpfs: ['/opt/vind/seed-work', '/run'],
+  });
+
+  it("has a node's capabilities, no network and its tmpfs folders", () => {
+    const node = nodeHostConfig(base);
+    expect(spec.HostConfig?.CapAdd).toEqual(node.CapAdd);
+    expect(spec.HostConfig?.CapDrop).toEqual(node.CapDrop);
+    expect(spec.HostConfig?.SecurityOpt).toEqual(node.SecurityOpt);
+    expect(spec.HostConfig?.NetworkMode).toBe('none');
+    expect(Object.keys(spec.HostConfig?.Tmpfs ?? {})).toEqual(['/opt/vind/seed-work', '/run']);
+    expect(spec.HostConfig?.Binds).toBeUndefined();
+  });
+
+  it('carries no label of its own, since its configuration is committed as the node image', () => {
+    expect(spec.Labels).toBeUndefined();
+    expect(spec.Cmd).toEqual(['image-seed']);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { inputsHash, shortHash } from '../../images/inputs.js';
-import { nodeDockerfile } from '../../images/node-dockerfile.js';
+import { nodeCommandLines, nodeDockerfile } from '../../images/node-dockerfile.js';
 
 describe('inputsHash', () => {
   it('does not depend on the order the parts are given in', () => {
@@ -31,5 +31,15 @@ describe('nodeDockerfile', () => {
     const text = nodeDockerfile('vind/base:bookworm-abc');
     expect(text.split('\n')[0]).toBe('FROM vind/base:bookworm-abc');
     expect(text).toMatch(/ENTRYPOINT \["\/usr\/bin\/tini", "--", "\/usr\/bin\/node"/);
+  });
+
+  it('leaves the preloaded archives out, and names the command the seed commit restores', () => {
+    const lines = nodeDockerfile('vind/base:bookworm-abc').split('\n');
+    expect(lines.filter((line) => line.includes('/opt/vind/images'))).toEqual([]);
+    expect(lines).toEqual(expect.arrayContaining(nodeCommandLines()));
+    expect(nodeCommandLines()).toEqual([
+      'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/bin/node", "/opt/vind/node-agent.mjs"]',
+      'CMD ["worker"]',
+    ]);
   });
 });
