@@ -373,7 +373,18 @@ async function startDaemons(
 export async function runControlPlane(supervisor: Supervisor, signal: AbortSignal): Promise<void> {
   const settings = settingsOrStop(() => decodeNodeEnv('control-plane', process.env)) as ControlPlaneSettings;
   await setStatus('starting', 'control plane starting');
-  await installSafetyNet(settings);
+  // The safety net's rules go in while the certificates are made; nothing here sends a packet to a pod
+  // or Service before the objects are applied, which waits for it.
+  const safetyNet = installSafetyNet(settings);
+  safetyNet.catch(() => undefined);
+  const datastore = await planDatastore(settings.datastore);
+  // kine over SQLite needs no certificate: started first, it listens by the time the API server dials
+  // it, whose etcd client otherwise waits out a back-off. A checkpoint restores it with the rest.
+  const kineFirst = settings.datastore === 'sqlite' && datastore.kine && !existsSync(CHECKPOINT.dir);
+  if (kineFirst && datastore.kine) {
+    await raisePidFloor(CHECKPOINT.pidBase);
+    supervisor.start(datastore.kine);
+  }
 
   const pki = await ensurePki(PKI_DIR, {
     apiServerDnsNames: [
@@ -402,8 +413,8 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
     expiration: token.expiration,
   };
   await writeFileAtomic(JOIN_FILE, JSON.stringify(join), { mode: 0o600 });
+  await safetyNet;
 
-  const datastore = await planDatastore(settings.datastore);
   const daemons = [
     ...(datastore.kine ? [datastore.kine] : []),
     {
@@ -415,7 +426,9 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
     schedulerSpec(),
   ];
   // A checkpoint (sleep mode checkpoint) is restored before anything else starts here.
-  if (!(await restoreDaemons(supervisor, daemons))) {
+  if (kineFirst) {
+    for (const spec of daemons) if (spec !== datastore.kine) supervisor.start(spec);
+  } else if (!(await restoreDaemons(supervisor, daemons))) {
     await startDaemons(supervisor, settings, datastore, daemons);
   }
 
