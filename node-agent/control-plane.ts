@@ -322,18 +322,40 @@ function controllerManagerSpec(settings: ControlPlaneSettings, pki: PkiPaths): S
   };
 }
 
+const SCHEDULER_CONFIG = `${STATE_DIR}/scheduler.yaml`;
+
+/**
+ * The scheduler's settings. A pod that found no node is tried again after a back-off that doubles up
+ * to 10 s by default: CoreDNS, created before any node is Ready, waited up to seconds more after its
+ * node was. One second at most costs a few more attempts for pods that cannot be placed, each
+ * only after an event that might change that.
+ */
+export function schedulerConfiguration(kubeconfig: string): string {
+  return `${JSON.stringify(
+    {
+      apiVersion: 'kubescheduler.config.k8s.io/v1',
+      kind: 'KubeSchedulerConfiguration',
+      clientConnection: { kubeconfig },
+      leaderElection: { leaderElect: false },
+      enableProfiling: false,
+      podInitialBackoffSeconds: 1,
+      podMaxBackoffSeconds: 1,
+    },
+    null,
+    2,
+  )}\n`;
+}
+
 function schedulerSpec(): ServiceSpec {
   const sc = `${STATE_DIR}/scheduler.conf`;
   return {
     name: 'kube-scheduler',
     command: 'kube-scheduler',
     args: [
-      `--kubeconfig=${sc}`,
+      `--config=${SCHEDULER_CONFIG}`,
       `--authentication-kubeconfig=${sc}`,
       `--authorization-kubeconfig=${sc}`,
       '--bind-address=127.0.0.1',
-      '--leader-elect=false',
-      '--profiling=false',
     ],
   };
 }
@@ -400,6 +422,7 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
   const server = `https://${settings.nodeIp}:${API_SERVER_PORT}`;
   await writeKubeconfigs(pki, server);
   await writeFileAtomic(ADMISSION_CONFIG, admissionConfiguration(settings.podSecurity));
+  await writeFileAtomic(SCHEDULER_CONFIG, schedulerConfiguration(`${STATE_DIR}/scheduler.conf`));
   await ensureEncryptionConfiguration(ENCRYPTION_CONFIG);
 
   // The join information is there before the API server is: the CLI hands it to the workers at once,

@@ -230,3 +230,22 @@ describe('the claim on a datastore space', () => {
     expect(config.resources[0]!.providers[1]).toEqual({ identity: {} });
   });
 });
+
+describe('schedulerConfiguration', () => {
+  it('runs without election and caps the back-off of unschedulable pods at one second', async () => {
+    const { schedulerConfiguration } = await import('../../node-agent/control-plane.js');
+    const config = JSON.parse(schedulerConfiguration('/var/lib/vind/scheduler.conf')) as Record<
+      string,
+      unknown
+    >;
+    expect(config).toMatchObject({
+      apiVersion: 'kubescheduler.config.k8s.io/v1',
+      kind: 'KubeSchedulerConfiguration',
+      clientConnection: { kubeconfig: '/var/lib/vind/scheduler.conf' },
+      leaderElection: { leaderElect: false },
+      enableProfiling: false,
+      podInitialBackoffSeconds: 1,
+      podMaxBackoffSeconds: 1,
+    });
+  });
+});
