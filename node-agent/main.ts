@@ -4,15 +4,18 @@
 // as `host-port`; each cluster's front door (its API port, wake on demand) runs as `front-door`, and
 // the WireGuard hub of a cluster with remote nodes as `hub`. Progress and failures go to /run/vind/status for the CLI, and to stdout for
 // `docker logs`. `checkpoint`, run with `docker exec` in a control plane, asks its running agent to
-// checkpoint the daemons (sleep mode checkpoint) and prints the report.
+// checkpoint the daemons (sleep mode checkpoint) and prints the report. `image-seed`, run once by
+// the image build in a container of the new image, writes the datastore seed (datastore-seed.ts).
 
 import { requestCheckpoint } from './checkpoint.js';
 import { runControlPlane } from './control-plane.js';
+import { seedDatastore } from './datastore-seed.js';
 import { runFrontDoor } from './front-door.js';
 import { runHostPort } from './host-port.js';
 import { runHub } from './hub.js';
 import { imageCacheCommand, runImageCache, runImageCacheRegistry } from './image-cache/main.js';
 import { log } from './log.js';
+import { SEED } from '../shared/contract.js';
 import { isPermanent, ReasonedError, retryDelay, setStatus } from './status.js';
 import { Supervisor } from './supervisor.js';
 import { runWorker } from './worker.js';
@@ -45,6 +48,16 @@ async function main(): Promise<void> {
       },
       (error: Error) => {
         process.stderr.write(`${error.message}\n`);
+        process.exit(1);
+      },
+    );
+  }
+  if (role === SEED.command) {
+    // Run once by the image build in a throw-away container of the new image, which is then committed.
+    await seedDatastore().then(
+      () => process.exit(0),
+      (error: Error) => {
+        process.stderr.write(`image seed: ${error.message.split('\n')[0]}\n`);
         process.exit(1);
       },
     );
