@@ -31,6 +31,7 @@ import {
 import { parseDatastoreUrl, redactUrl } from '../shared/datastore.js';
 import { admissionConfiguration } from './admission.js';
 import { claimDatastoreSpace, clusterId } from './datastore-space.js';
+import { startFromSeed } from './seeded-datastore.js';
 import { EtcdClient } from './etcd-client.js';
 import { ensureEncryptionConfiguration } from './encryption.js';
 import { fatalDatastoreError } from './datastore-errors.js';
@@ -147,17 +148,26 @@ interface Datastore {
   refused: Promise<never>;
 }
 
+/** kine serves the etcd API on loopback only, its metrics too. */
+export const KINE_ARGS = ['--listen-address=127.0.0.1:2379', '--metrics-bind-address=127.0.0.1:2380'];
+const SQLITE_FILE = `${STATE_DIR}/kine/state.db`;
+
+export function sqliteEndpoint(file: string): string {
+  return `sqlite://${file}?_journal=WAL&cache=shared&_busy_timeout=30000`;
+}
+
 /** Where the API server's data lives, and kine's spec where it needs kine; nothing is started. */
 async function planDatastore(source: ControlPlaneSettings['datastore']): Promise<Datastore> {
   let refuse: (error: Error) => void = () => undefined;
   const refused = new Promise<never>((_, reject) => (refuse = reject));
   // Nobody waits on it once the start is over: a later refusal is for kine's log, not a crash.
   refused.catch(() => undefined);
-  const args = ['--listen-address=127.0.0.1:2379', '--metrics-bind-address=127.0.0.1:2380'];
-  let endpoint = `sqlite://${STATE_DIR}/kine/state.db?_journal=WAL&cache=shared&_busy_timeout=30000`;
+  let endpoint = sqliteEndpoint(SQLITE_FILE);
   let external: Datastore['external'];
   if (source === 'sqlite') {
     await mkdir(`${STATE_DIR}/kine`, { recursive: true });
+    // A first start begins from the bootstrap policy the image build wrote, when the image has it.
+    await startFromSeed(SQLITE_FILE);
   } else {
     // The same parser that validated the URL in the CLI: one reading of every datastore form.
     const datastore = parseDatastoreUrl(await datastoreUrl());
@@ -173,7 +183,7 @@ async function planDatastore(source: ControlPlaneSettings['datastore']): Promise
   const kine: ServiceSpec = {
     name: 'kine',
     command: 'kine',
-    args,
+    args: KINE_ARGS,
     // In kine's environment, not its arguments: `ps` on the host shows arguments to everyone.
     env: { KINE_ENDPOINT: endpoint },
     onOutput: (line) => {
@@ -184,14 +194,20 @@ async function planDatastore(source: ControlPlaneSettings['datastore']): Promise
   return { etcd: 'http://127.0.0.1:2379', kine, external, refused };
 }
 
-function apiServerArgs(settings: ControlPlaneSettings, pki: PkiPaths, etcd: string): string[] {
+/** Also what the image build's datastore seed starts the API server with (datastore-seed.ts). */
+export function apiServerArgs(
+  settings: Pick<ControlPlaneSettings, 'nodeIp' | 'datastore' | 'clusterName' | 'serviceSubnet'>,
+  pki: PkiPaths,
+  etcd: string,
+  files = { encryption: ENCRYPTION_CONFIG, admission: ADMISSION_CONFIG },
+): string[] {
   return [
     `--advertise-address=${settings.nodeIp}`,
     `--secure-port=${API_SERVER_PORT}`,
     `--etcd-servers=${etcd}`,
     `--etcd-prefix=${settings.datastore === 'external' ? `${datastoreSpace(settings.clusterName)}/registry` : '/registry'}`,
-    `--encryption-provider-config=${ENCRYPTION_CONFIG}`,
-    `--admission-control-config-file=${ADMISSION_CONFIG}`,
+    `--encryption-provider-config=${files.encryption}`,
+    `--admission-control-config-file=${files.admission}`,
     `--service-cluster-ip-range=${settings.serviceSubnet}`,
     `--client-ca-file=${pki.caCert}`,
     `--tls-cert-file=${pki.apiServerCert}`,
@@ -474,6 +490,7 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
     ),
     datastore.refused,
   ]);
+  log('kube-apiserver serving');
   // A worker's kubelet asks for its serving certificate the moment it registers.
   approveKubeletServingCertificates(target, signal);
   // The control plane is not a node: it routes to every node's pods.

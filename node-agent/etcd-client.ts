@@ -1,7 +1,7 @@
-// Just enough of the etcd v3 API to look at a datastore before the API server does: Range, Put and
-// the Txn form of a delete, over gRPC (HTTP/2 without TLS, as kine and an etcd on its client URL
-// speak it). Node has HTTP/2 built in, and these messages are small enough to encode by hand, so the
-// node agent needs no gRPC or protobuf library. Field numbers follow etcd's rpc.proto and kv.proto.
+// Just enough of the etcd v3 API to look at a datastore before the API server does: Range, Put,
+// the Txn form of a delete and Compact, over gRPC (HTTP/2 without TLS, as kine and an etcd on its
+// client URL speak it). Node has HTTP/2 built in, and these messages are small enough to encode by
+// hand, so the node agent needs no gRPC or protobuf library. Field numbers follow etcd's rpc.proto and kv.proto.
 
 import { connect, type ClientHttp2Session } from 'node:http2';
 
@@ -162,7 +162,7 @@ export class EtcdClient {
       });
   }
 
-  async put(key: string, value: string): Promise<void> {
+  async put(key: string, value: string | Buffer): Promise<void> {
     await this.call(
       'Put',
       Buffer.concat([bytesField(1, Buffer.from(key)), bytesField(2, Buffer.from(value))]),
@@ -188,6 +188,22 @@ export class EtcdClient {
     ]);
     const response = decodeFields(await this.call('Txn', request));
     return response.some((f) => f.field === 2 && f.value === 1n);
+  }
+
+  /** The datastore's current revision, from the header of a read. */
+  async revision(): Promise<number> {
+    const response = decodeFields(await this.call('Range', bytesField(1, Buffer.from('/'))));
+    const header = response.find((f) => f.field === 1)?.value;
+    const revision = Buffer.isBuffer(header)
+      ? decodeFields(header).find((f) => f.field === 3)?.value
+      : undefined;
+    if (typeof revision !== 'bigint') throw new Error('etcd Range: no revision in the answer');
+    return Number(revision);
+  }
+
+  /** Drops every key's history up to a revision (what kine does only while it compacts on request). */
+  async compact(revision: number): Promise<void> {
+    await this.call('Compact', Buffer.concat([intField(1, revision), intField(2, true)]), 30_000);
   }
 
   close(): void {

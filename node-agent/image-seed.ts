@@ -4,6 +4,7 @@
 // work in. A seeder is one entry in SEEDERS.
 
 import { seedPreloadedImages } from './containerd-seed.js';
+import { seedDatastore } from './datastore-seed.js';
 import { log } from './log.js';
 
 export interface Seeder {
@@ -12,7 +13,10 @@ export interface Seeder {
   seed(): Promise<void>;
 }
 
-export const SEEDERS: Seeder[] = [{ what: 'preloaded images', seed: seedPreloadedImages }];
+export const SEEDERS: Seeder[] = [
+  { what: 'preloaded images', seed: seedPreloadedImages },
+  { what: 'the datastore', seed: seedDatastore },
+];
 
 export async function runImageSeed(seeders: Seeder[] = SEEDERS): Promise<void> {
   for (const seeder of seeders) {

@@ -90,4 +90,16 @@ describe('EtcdClient against etcd', () => {
     expect(await client.range('/vind/other/', { prefix: true, keysOnly: true })).toHaveLength(1);
     expect(await client.range('/nothing/here')).toEqual([]);
   });
+
+  it('reads the current revision and compacts up to it', async () => {
+    await client.put('/compact/a', 'one');
+    const before = await client.revision();
+    await client.put('/compact/a', Buffer.from([0, 1, 2]));
+    const revision = await client.revision();
+    expect(revision).toBe(before + 1);
+    await client.compact(revision);
+    expect((await client.range('/compact/a'))[0]?.value).toEqual(Buffer.from([0, 1, 2]));
+    // The history up to it is gone: etcd refuses to compact there again.
+    await expect(client.compact(revision)).rejects.toThrow(/compacted/);
+  });
 });
