@@ -39,9 +39,12 @@ import { renderKubeconfig } from '../shared/kubeconfig.js';
 import {
   apiReady,
   applyObject,
+  isNodeReady,
+  type KubeNode,
   type KubeObject,
   kubeRequest,
   type KubeTarget,
+  watchCollection,
 } from '../shared/kubernetes.js';
 import { PermanentError, poll } from '../shared/poll.js';
 import {
@@ -499,6 +502,8 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
   // First what a worker needs to join, then the cluster's add-ons.
   await applyObjects(target, [
     ...bootstrapRbac(),
+    // Workers' agents enforce NetworkPolicy on vind's pod network; another CNI brings its own.
+    ...(settings.cni === 'default' ? networkPolicyRbac() : []),
     bootstrapTokenSecret(token),
     // Signed here, as the bootstrap signer of the controller manager would, so that workers need not
     // wait for that controller to start before they can join.
@@ -506,9 +511,7 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
       [`jws-kubeconfig-${token.id}`]: signDetachedJws(clusterInfoKubeconfig(server, caPem), tokenText),
     }),
   ]);
-  await applyObjects(target, [
-    // Workers' agents enforce NetworkPolicy on vind's pod network; another CNI brings its own.
-    ...(settings.cni === 'default' ? networkPolicyRbac() : []),
+  const addOns = [
     ...coreDns(COREDNS_IMAGE, clusterDnsAddress(settings.serviceSubnet)),
     ...metricsServer({
       image: METRICS_SERVER_IMAGE,
@@ -517,13 +520,52 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
       keyPem: await readFile(pki.metricsServerKey, 'utf8'),
     }),
     ...storageManifests(settings.storage),
-  ]);
+  ];
+  const isWorkload = (object: Manifest) => WORKLOAD_KINDS.includes(String(object.kind));
+  await applyObjects(
+    target,
+    addOns.filter((o) => !isWorkload(o)),
+  );
+  const workloads = addOns.filter(isWorkload);
+  // With another CNI no node is Ready before the user installs it: the workloads wait, Pending, as
+  // on any cluster; on vind's own network they are made once a node can run them.
+  if (settings.cni === 'none') await applyObjects(target, workloads);
+  else applyOnceANodeIsReady(target, workloads, signal);
   await poll('kube-apiserver to be ready', async () => ((await apiReady(target)) ? true : undefined), {
     timeoutMs: 120_000,
   });
   await startLoadBalancerController(target, settings, signal);
   await serveCheckpoints(supervisor, daemonsToCheckpoint(daemons.map((d) => d.name)));
   await setStatus('ready', `control plane ready at ${server}`);
+}
+
+/** Kinds whose objects make pods. */
+const WORKLOAD_KINDS = ['Deployment', 'DaemonSet'];
+
+/**
+ * Applies the add-ons' workloads once some node is Ready. The scheduler tries a pod it found no node
+ * for again only after a back-off and its next pass: CoreDNS made before its node was Ready was placed
+ * a second after the node was, one made after it at once.
+ */
+function applyOnceANodeIsReady(target: KubeTarget, workloads: Manifest[], signal: AbortSignal): void {
+  const watching = new AbortController();
+  signal.addEventListener('abort', () => watching.abort(), { once: true });
+  let started = false;
+  watchCollection<KubeNode>(
+    target,
+    '/api/v1/nodes',
+    (nodes) => {
+      if (started || !nodes.some(isNodeReady)) return;
+      started = true;
+      watching.abort();
+      applyObjects(target, workloads).then(
+        () => log(`add-ons: ${workloads.length} workloads created, a node being Ready`),
+        (error: Error) => log(`add-ons: ${error.message}`),
+      );
+    },
+    (error) => log(`add-ons: watching nodes: ${error.message.split('\n')[0]}`),
+    watching.signal,
+  );
 }
 
 function clusterInfoKubeconfig(server: string, caPem: string): string {
