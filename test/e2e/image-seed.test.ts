@@ -4,21 +4,17 @@
 
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { nodeSecurityMode } from '../../cli/create/steps/check-host.js';
 import { dockerRuntime } from '../../cli/runtime/docker-runtime.js';
 import {
   COREDNS_IMAGE,
-  encodeNodeEnv,
   LABELS,
   LOCAL_PATH_HELPER_IMAGE,
   LOCAL_PATH_PROVISIONER_IMAGE,
   METRICS_SERVER_IMAGE,
-  networkName,
   PAUSE_IMAGE,
   PRELOADED_IMAGES_DIR,
   SEED,
 } from '../../shared/contract.js';
-import { clusterAddressPlan, pickClusterSubnet } from '../../shared/subnets.js';
 import {
   docker,
   execInContainer,
@@ -26,7 +22,8 @@ import {
   removeByLabel,
   requireNodeImage,
   uniqueName,
-  waitFor,
+  startBareRuntimeNode,
+  waitForRuntimeReady,
 } from './helpers.js';
 
 const cluster = uniqueName('e2e-seed');
@@ -44,56 +41,11 @@ async function sh(command: string) {
   return execInContainer(name, ['sh', '-c', command]);
 }
 
-async function waitReady(): Promise<void> {
-  try {
-    await waitFor(
-      'node-agent to report the runtime ready',
-      async () =>
-        (await sh(`grep -q '"phase":"ready"' /run/vind/status`)).exitCode === 0 ? true : undefined,
-      90_000,
-    );
-  } catch (error) {
-    throw new Error(`${(error as Error).message}\n${await dockerRuntime().logs(name, 40)}`, { cause: error });
-  }
-}
-
 describe('the seeded node image', () => {
   beforeAll(async () => {
     await requireNodeImage();
     // A worker with no cluster to join: containerd and the preloaded images, nothing else.
-    const runtime = dockerRuntime();
-    const subnet = pickClusterSubnet(await runtime.usedSubnets());
-    const plan = clusterAddressPlan(subnet);
-    const network = networkName(cluster);
-    await runtime.createNetwork({
-      name: network,
-      subnet,
-      gateway: plan.gateway,
-      ipRange: plan.dynamicRange,
-      labels: { [LABELS.cluster]: cluster },
-    });
-    await runtime.runNode({
-      name,
-      cluster,
-      role: 'worker',
-      image: NODE_IMAGE,
-      securityMode: await nodeSecurityMode(runtime, NODE_IMAGE),
-      network,
-      address: plan.worker(0),
-      env: encodeNodeEnv({
-        role: 'worker',
-        nodeName: name,
-        nodeIp: plan.worker(0),
-        podSubnet: '10.244.0.0/16',
-        serviceSubnet: '10.96.0.0/16',
-        cni: 'default',
-        labels: {},
-        join: { kind: 'none' },
-      }),
-      ports: [],
-      labels: {},
-    });
-    await waitReady();
+    await startBareRuntimeNode(cluster, name);
   });
 
   afterAll(async () => {
@@ -160,7 +112,7 @@ describe('the seeded node image', () => {
     const tagged = await sh(`ctr -n k8s.io images tag ${PAUSE_IMAGE} vind.dev/e2e-kept:1`);
     expect(tagged.exitCode, tagged.stderr).toBe(0);
     await docker().getContainer(name).restart({ t: 5 });
-    await waitReady();
+    await waitForRuntimeReady(name);
     expect((await sh('ctr -n k8s.io images ls -q')).stdout.split('\n')).toContain('vind.dev/e2e-kept:1');
     const logs = await dockerRuntime().logs(name);
     expect(logs.split("containerd root from the image's seed")).toHaveLength(2);

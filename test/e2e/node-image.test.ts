@@ -2,18 +2,15 @@
 // containerd runs, and a nested container from the locally built pause image starts inside.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { nodeSecurityMode } from '../../cli/create/steps/check-host.js';
-import { dockerRuntime } from '../../cli/runtime/docker-runtime.js';
 import { DEFAULT_KUBERNETES_VERSION, GO_TOOLS } from '../../images/recipe.js';
-import { encodeNodeEnv, LABELS, networkName, PAUSE_IMAGE } from '../../shared/contract.js';
-import { clusterAddressPlan, pickClusterSubnet } from '../../shared/subnets.js';
+import { PAUSE_IMAGE } from '../../shared/contract.js';
 import {
   execInContainer,
-  NODE_IMAGE,
   removeByLabel,
   requireNodeImage,
   uniqueName,
   waitFor,
+  startBareRuntimeNode,
 } from './helpers.js';
 
 const cluster = uniqueName('e2e-node');
@@ -27,50 +24,7 @@ describe('node image', () => {
   beforeAll(async () => {
     await requireNodeImage();
     // A worker with no cluster to join: a bare container runtime, as the provider runs every node.
-    const runtime = dockerRuntime();
-    const subnet = pickClusterSubnet(await runtime.usedSubnets());
-    const plan = clusterAddressPlan(subnet);
-    const network = networkName(cluster);
-    await runtime.createNetwork({
-      name: network,
-      subnet,
-      gateway: plan.gateway,
-      ipRange: plan.dynamicRange,
-      labels: { [LABELS.cluster]: cluster },
-    });
-    await runtime.runNode({
-      name,
-      cluster,
-      role: 'worker',
-      image: NODE_IMAGE,
-      securityMode: await nodeSecurityMode(runtime, NODE_IMAGE),
-      network,
-      address: plan.worker(0),
-      env: encodeNodeEnv({
-        role: 'worker',
-        nodeName: name,
-        nodeIp: plan.worker(0),
-        podSubnet: '10.244.0.0/16',
-        serviceSubnet: '10.96.0.0/16',
-        cni: 'default',
-        labels: {},
-        join: { kind: 'none' },
-      }),
-      ports: [],
-      labels: {},
-    });
-    try {
-      await waitFor(
-        'node-agent to report the runtime ready',
-        async () =>
-          (await sh(`grep -q '"phase":"ready"' /run/vind/status`)).exitCode === 0 ? true : undefined,
-        90_000,
-      );
-    } catch (error) {
-      throw new Error(`${(error as Error).message}\n${await dockerRuntime().logs(name, 40)}`, {
-        cause: error,
-      });
-    }
+    await startBareRuntimeNode(cluster, name);
   });
 
   afterAll(async () => {
