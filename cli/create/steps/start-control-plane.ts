@@ -89,6 +89,14 @@ export async function handJoinToWorkers(state: CreateState, joinText: string): P
   );
 }
 
+/** Keeps the join information and starts writing it into the workers; the join step awaits that. */
+function handOverJoin(state: CreateState, joinText: string): void {
+  state.join = parseJoinInfo(joinText);
+  state.joinHandedOver = handJoinToWorkers(state, joinText);
+  // Until the join step awaits it (a failure before then ends the run anyway), not an unhandled rejection.
+  state.joinHandedOver.catch(() => undefined);
+}
+
 /**
  * The front door and the image cache, once the nodes have started and the control plane has made its
  * certificates: their start-up is then off the path of both, and done long before the API is.
@@ -109,20 +117,14 @@ export const startControlPlane: Step<CreateState> = {
       path: JOIN_FILE,
       onChange(content) {
         if (state.join) return;
-        state.join = parseJoinInfo(content);
-        state.joinHandedOver = handJoinToWorkers(state, content);
-        // Awaited by the join step; until then a failure must not be an unhandled rejection.
-        state.joinHandedOver.catch(() => undefined);
+        handOverJoin(state, content);
         startSideContainersOnce(state);
       },
     });
     const admin = await runtime.readFile(container, ADMIN_KUBECONFIG);
     if (!state.join) {
       const joinText = await runtime.readFile(container, JOIN_FILE);
-      if (joinText) {
-        state.join = parseJoinInfo(joinText);
-        state.joinHandedOver = handJoinToWorkers(state, joinText);
-      }
+      if (joinText) handOverJoin(state, joinText);
     }
     if (!state.join || !admin) throw new VindError(`${container} did not write its join information`);
     state.adminKubeconfig = admin;
