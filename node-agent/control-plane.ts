@@ -379,17 +379,21 @@ function schedulerSpec(): ServiceSpec {
   };
 }
 
-/** A normal start: the datastore first (an external one dialled and claimed), then the rest at once. */
+/**
+ * A normal start: the datastore first (an external one dialled and claimed; kine over SQLite may be
+ * running already), then the rest at once.
+ */
 async function startDaemons(
   supervisor: Supervisor,
   settings: ControlPlaneSettings,
   datastore: Datastore,
   daemons: ServiceSpec[],
+  kineStarted: boolean,
 ): Promise<void> {
   // Out of the way of what a fresh container starts before it restores a checkpoint.
   await raisePidFloor(CHECKPOINT.pidBase);
   if (datastore.external) await checkReachable(datastore.external.host, datastore.external.port);
-  if (datastore.kine) supervisor.start(datastore.kine);
+  if (datastore.kine && !kineStarted) supervisor.start(datastore.kine);
   if (settings.datastore === 'external') {
     // Before the API server reads anything there: is this space this cluster's?
     const client = new EtcdClient(datastore.etcd);
@@ -421,10 +425,11 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
   const datastore = await planDatastore(settings.datastore);
   // kine over SQLite needs no certificate: started first, it listens by the time the API server dials
   // it, whose etcd client otherwise waits out a back-off. A checkpoint restores it with the rest.
-  const kineFirst = settings.datastore === 'sqlite' && datastore.kine && !existsSync(CHECKPOINT.dir);
-  if (kineFirst && datastore.kine) {
+  const earlyKine =
+    settings.datastore === 'sqlite' && !existsSync(CHECKPOINT.dir) ? datastore.kine : undefined;
+  if (earlyKine) {
     await raisePidFloor(CHECKPOINT.pidBase);
-    supervisor.start(datastore.kine);
+    supervisor.start(earlyKine);
   }
 
   const pki = await ensurePki(PKI_DIR, {
@@ -468,10 +473,8 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
     schedulerSpec(),
   ];
   // A checkpoint (sleep mode checkpoint) is restored before anything else starts here.
-  if (kineFirst) {
-    for (const spec of daemons) if (spec !== datastore.kine) supervisor.start(spec);
-  } else if (!(await restoreDaemons(supervisor, daemons))) {
-    await startDaemons(supervisor, settings, datastore, daemons);
+  if (!(await restoreDaemons(supervisor, daemons))) {
+    await startDaemons(supervisor, settings, datastore, daemons, earlyKine !== undefined);
   }
 
   const target = {
