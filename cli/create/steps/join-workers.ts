@@ -5,7 +5,7 @@
 import { workerName } from '../../../shared/contract.js';
 import type { Step } from '../pipeline.js';
 import { type CreateState, need } from '../state.js';
-import { handJoinToWorkers, waitForNodeAgent } from './start-control-plane.js';
+import { waitForNodeAgent } from './start-control-plane.js';
 
 export const joinWorkers: Step<CreateState> = {
   name: (state) => {
@@ -15,12 +15,7 @@ export const joinWorkers: Step<CreateState> = {
   skip: (state) => state.config.workers.length === 0,
   async run(state, context) {
     const { runtime, config } = state;
-    const join = need(state.join, 'the join information');
-    await (state.joinHandedOver ??
-      handJoinToWorkers(
-        state,
-        JSON.stringify({ server: join.server, token: join.token, caCertHash: join.caCertHash }),
-      ));
+    await need(state.joinHandedOver, 'the join information handed to the workers');
     await Promise.all(
       config.workers.map((_, index) => waitForNodeAgent(runtime, workerName(config.name, index), context)),
     );

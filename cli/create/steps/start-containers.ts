@@ -180,6 +180,6 @@ export function startSideContainers(state: CreateState): Promise<void> {
 export const openApiPort: Step<CreateState> = {
   name: 'open the API port',
   async run(state) {
-    await (state.sideContainers ?? startSideContainers(state));
+    await need(state.sideContainers, 'the front door and image cache start');
   },
 };

@@ -77,22 +77,20 @@ export async function waitForNodeAgent(
   }
 }
 
-/** Writes the join information into every worker; each joins on its own from then on. */
-export async function handJoinToWorkers(state: CreateState, joinText: string): Promise<void> {
+/**
+ * Keeps the join information and starts writing it into every worker, each of which joins on its own
+ * from then on; the join step awaits the writes.
+ */
+function handOverJoin(state: CreateState, joinText: string): void {
   const join = parseJoinInfo(joinText);
+  state.join = join;
   // The worker needs no expiry: it joins now or not at all.
   const text = JSON.stringify({ server: join.server, token: join.token, caCertHash: join.caCertHash });
-  await Promise.all(
+  state.joinHandedOver = Promise.all(
     state.config.workers.map((_, index) =>
       state.runtime.writeFile(workerName(state.config.name, index), JOIN_FILE, text),
     ),
-  );
-}
-
-/** Keeps the join information and starts writing it into the workers; the join step awaits that. */
-function handOverJoin(state: CreateState, joinText: string): void {
-  state.join = parseJoinInfo(joinText);
-  state.joinHandedOver = handJoinToWorkers(state, joinText);
+  ).then(() => undefined);
   // Until the join step awaits it (a failure before then ends the run anyway), not an unhandled rejection.
   state.joinHandedOver.catch(() => undefined);
 }
