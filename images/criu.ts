@@ -64,6 +64,21 @@ export function aptConfig(workDir: string): string {
   ].join('\n');
 }
 
+/** `apt-cache` arguments that list the packages and all they depend on to run, recursively. */
+export function dependencyClosureArgs(packages: readonly string[]): string[] {
+  return [
+    'depends',
+    '--recurse',
+    '--no-recommends',
+    '--no-suggests',
+    '--no-conflicts',
+    '--no-breaks',
+    '--no-replaces',
+    '--no-enhances',
+    ...packages,
+  ];
+}
+
 /**
  * The packages of `apt-cache depends --recurse`: every line that names a real package. Virtual
  * packages come in angle brackets and are left out (a real one that provides them is listed too).
@@ -119,17 +134,7 @@ export async function unpackCriu(
     pinned = `criu=${current}`;
     await apt('apt-get', ['download', pinned], { cwd: debs });
   }
-  const { stdout } = await apt('apt-cache', [
-    'depends',
-    '--recurse',
-    '--no-recommends',
-    '--no-suggests',
-    '--no-conflicts',
-    '--no-breaks',
-    '--no-replaces',
-    '--no-enhances',
-    pinned,
-  ]);
+  const { stdout } = await apt('apt-cache', dependencyClosureArgs([pinned]));
   const libraries = parseDependencyClosure(stdout).filter((name) => name !== 'criu');
   if (libraries.length === 0) throw runner.fail(`apt-cache found no dependencies of ${pinned}`);
   await apt('apt-get', ['download', ...libraries], { cwd: debs });

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { execa } from 'execa';
 import { cacheDir, logDir } from '../../cli/paths.js';
+import { dependencyClosureArgs, parseDependencyClosure } from '../../images/criu.js';
 import { type ArchiveFile, buildDockerArchive } from '../../images/docker-archive.js';
 import { compilePause, downloadModule, goVersion } from '../../images/go-build.js';
 import { inputsHash } from '../../images/inputs.js';
@@ -207,19 +208,8 @@ const AGNHOST_SHELLS = ['bash', 'libtinfo6', 'dash'];
 
 /** The packages and everything they depend on, as apt resolves it (virtual names left out). */
 async function debianClosure(packages: readonly string[]): Promise<string[]> {
-  const { stdout } = await execa('apt-cache', [
-    'depends',
-    '--recurse',
-    '--no-recommends',
-    '--no-suggests',
-    '--no-conflicts',
-    '--no-breaks',
-    '--no-replaces',
-    '--no-enhances',
-    ...packages,
-  ]);
-  const names = stdout.split('\n').filter((line) => /^[a-z0-9]/.test(line));
-  return [...new Set(names)].sort();
+  const { stdout } = await execa('apt-cache', dependencyClosureArgs(packages));
+  return parseDependencyClosure(stdout).sort();
 }
 
 /** The files of Debian packages as `dpkg-deb -x` unpacks them, less documentation and glibc's converters. */
