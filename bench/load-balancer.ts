@@ -18,11 +18,9 @@
 // The node image must be built. The workload images (busybox, iperf3) are built on the host and
 // reach the nodes through the image cache.
 
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
-import { constants, tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { execa } from 'execa';
 import { formatDuration } from '../cli/progress.js';
 import { LABELS, LOAD_BALANCER, networkName } from '../shared/contract.js';
@@ -35,13 +33,12 @@ import {
   ensureTestImage,
   kubectlBinary,
   kubectlFor,
-  removeByLabel,
   requireNodeImage,
-  runVind,
   spreadDeployment,
   TEST_IMAGE,
   waitFor,
 } from '../test/support/workloads.js';
+import { BenchCluster, firstLine } from '../test/support/bench-cluster.js';
 
 function option(name: string, fallback: number): number {
   const index = process.argv.indexOf(name);
@@ -57,9 +54,21 @@ const only = new Set(
 );
 
 const cluster = `bench-lb-${process.pid}`;
-const scratch = await mkdtemp(join(tmpdir(), 'vind-bench-lb-'));
-const kubeconfig = join(scratch, 'kubeconfig');
-const env = { KUBECONFIG: kubeconfig };
+const clientContainers = new Set<string>();
+const stopTimers: (() => void)[] = [];
+// The measurements and the client containers end before the cluster goes.
+const bench = await BenchCluster.open(cluster, 'vind-bench-lb-', async () => {
+  for (const stop of stopTimers) stop();
+  await Promise.all(
+    [...clientContainers].map((name) =>
+      docker()
+        .getContainer(name)
+        .remove({ force: true })
+        .catch(() => undefined),
+    ),
+  );
+});
+const { kubeconfig } = bench;
 
 function say(line: string): void {
   process.stdout.write(`${line}\n`);
@@ -69,62 +78,6 @@ function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-}
-
-function firstLine(text: string): string {
-  return text.trim().split('\n')[0] ?? '';
-}
-
-// ---- cleanup: the cluster and the client containers, whatever happens ----
-
-let interrupted: NodeJS.Signals | undefined;
-let creating: ReturnType<typeof runVind> | undefined;
-let created = false;
-const clientContainers = new Set<string>();
-const stopTimers: (() => void)[] = [];
-let cleaning: Promise<void> | undefined;
-
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const stop of stopTimers) stop();
-    await Promise.all(
-      [...clientContainers].map((name) =>
-        docker()
-          .getContainer(name)
-          .remove({ force: true })
-          .catch(() => undefined),
-      ),
-    );
-    // A create under way undoes its own work when interrupted; the delete comes after it.
-    if (creating) {
-      creating.kill('SIGINT');
-      await creating;
-    }
-    if (created) {
-      const deleted = await runVind(['delete', cluster], env);
-      if (deleted.exitCode !== 0) {
-        process.stderr.write(`cleanup: vind delete ${cluster}: ${firstLine(deleted.stderr)}\n`);
-      }
-      // Whatever still carries the cluster's label (client containers included).
-      await removeByLabel(cluster).catch(() => undefined);
-    }
-    await rm(scratch, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-
-function exitCode(failed: boolean): number {
-  if (interrupted) return 128 + (constants.signals[interrupted] ?? 2);
-  return failed ? 1 : 0;
-}
-
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = signal;
-    process.stderr.write(`\n${signal}: removing cluster ${cluster} …\n`);
-    void cleanup().finally(() => process.exit(exitCode(false)));
-  });
 }
 
 // ---- the cluster's API, kubectl and the host's view of an address ----
@@ -660,12 +613,9 @@ async function main(): Promise<void> {
 
   say(`load-balancer: 1 control plane + 2 workers (cluster ${cluster}), node image present`);
   // A signal that came while the images were checked: create nothing.
-  if (interrupted) return;
+  if (bench.interrupted) return;
   const started = performance.now();
-  created = true;
-  creating = runVind(['create', cluster, '--workers', '2'], env);
-  const create = await creating;
-  creating = undefined;
+  const create = await bench.create(['--workers', '2']);
   if (create.exitCode !== 0) {
     const reason = create.stderr.split('\n').find((l) => l.startsWith('error')) ?? firstLine(create.stderr);
     throw new Error(`vind create ${cluster}: ${reason.replace(/^error:\s*/, '')}`);
@@ -700,11 +650,11 @@ let failed = false;
 try {
   await main();
 } catch (error) {
-  if (!interrupted) {
+  if (!bench.interrupted) {
     process.stderr.write(`error: ${describeError(error)}\n`);
     failed = true;
   }
 } finally {
-  await cleanup();
+  await bench.cleanup();
 }
-process.exit(exitCode(failed));
+process.exit(bench.exitCode(failed));

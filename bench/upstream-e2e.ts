@@ -15,8 +15,7 @@
 // its message. The full output and Ginkgo's JSON report stay in the cache's logs folder. Exits 1
 // when a spec failed.
 
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { constants, tmpdir } from 'node:os';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createWriteStream } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -33,7 +32,8 @@ import {
   summarizeGinkgoReport,
   type E2eSummary,
 } from '../test/support/upstream-e2e.js';
-import { docker, kubectlBinary, removeByLabel, runVind } from '../test/support/workloads.js';
+import { docker, kubectlBinary } from '../test/support/workloads.js';
+import { BenchCluster, firstLine } from '../test/support/bench-cluster.js';
 
 function option(name: string, fallback: string): string {
   const index = process.argv.indexOf(name);
@@ -45,9 +45,13 @@ const focus = option('--focus', 'Netpol');
 const skip = option('--skip', 'SCTPConnectivity|\\[Disruptive\\]|\\[Serial\\]|\\[Flaky\\]');
 
 const cluster = option('--name', `e2e-upstream-${process.pid}`);
-const scratch = await mkdtemp(join(tmpdir(), 'vind-upstream-e2e-'));
-const kubeconfig = join(scratch, 'kubeconfig');
-const env = { KUBECONFIG: kubeconfig };
+let testing: ReturnType<typeof execa> | undefined;
+// e2e.test is ended before the cluster goes.
+const bench = await BenchCluster.open(cluster, 'vind-upstream-e2e-', async () => {
+  testing?.kill('SIGTERM');
+  await testing?.catch(() => undefined);
+});
+const { scratch, kubeconfig } = bench;
 const stamp = new Date().toISOString().replaceAll(/[:.]/g, '-');
 const outputLog = join(logDir(), `upstream-e2e-${stamp}.log`);
 const reportFile = join(logDir(), `upstream-e2e-${stamp}.json`);
@@ -56,54 +60,12 @@ function say(line: string): void {
   process.stdout.write(`${line}\n`);
 }
 
-function firstLine(text: string): string {
-  return text.trim().split('\n')[0] ?? '';
-}
-
 async function step<T>(what: string, run: (note: (text: string) => void) => Promise<T>): Promise<T> {
   const started = performance.now();
   say(`${what} …`);
   const result = await run((text) => say(`  ${text}`));
   say(`${what}: ${formatDuration(performance.now() - started)}`);
   return result;
-}
-
-// ---- cleanup: the cluster, whatever happens ----
-
-let interrupted: NodeJS.Signals | undefined;
-let creating: ReturnType<typeof runVind> | undefined;
-let testing: ReturnType<typeof execa> | undefined;
-let created = false;
-let cleaning: Promise<void> | undefined;
-
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    testing?.kill('SIGTERM');
-    await testing?.catch(() => undefined);
-    // A create under way undoes its own work when interrupted; the delete comes after it.
-    if (creating) {
-      creating.kill('SIGINT');
-      await creating;
-    }
-    if (created) {
-      const deleted = await runVind(['delete', cluster], env);
-      if (deleted.exitCode !== 0) {
-        process.stderr.write(`cleanup: vind delete ${cluster}: ${firstLine(deleted.stderr)}\n`);
-      }
-      await removeByLabel(cluster).catch(() => undefined);
-    }
-    await rm(scratch, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = signal;
-    process.stderr.write(`\n${signal}: removing cluster ${cluster} …\n`);
-    void cleanup().finally(() => process.exit(128 + (constants.signals[signal] ?? 2)));
-  });
 }
 
 // ---- the run ----
@@ -172,10 +134,7 @@ try {
   );
   await step('images under upstream names', (note) => ensureUpstreamImages(build, note));
   await step(`create cluster ${cluster} (${image}, 2 workers)`, async () => {
-    creating = runVind(['create', cluster, '--workers', '2', '--image', image], env);
-    created = true;
-    const result = await creating;
-    creating = undefined;
+    const result = await bench.create(['--workers', '2', '--image', image]);
     if (result.exitCode !== 0) throw new Error(`vind create: ${firstLine(result.stderr)}`);
   });
   const kubectl = await kubectlBinary(image);
@@ -188,6 +147,6 @@ try {
   process.stderr.write(`upstream e2e: ${describeError(error)}\n`);
 } finally {
   // Also after an interruption: the signal's handler ends e2e.test, which brings the run here too.
-  await cleanup();
+  await bench.cleanup();
 }
-process.exit(interrupted ? 130 : failed ? 1 : 0);
+process.exit(bench.exitCode(failed));
