@@ -36,6 +36,7 @@ import { inputsHash, shortHash } from './inputs.js';
 import { type KubernetesVersion, parseKubernetesVersion, VersionError } from './kubernetes-module.js';
 import { busyboxPackage, fetchBusybox, localPathArchives } from './local-path.js';
 import { nodeCommandLines, nodeDockerfile } from './node-dockerfile.js';
+import { KUBERNETES_PATCHES } from './kubernetes-patches.js';
 import { PROJECT_ROOT } from './project-root.js';
 import { DEFAULT_KUBERNETES_VERSION, GO_TOOLS, goTool, KUBERNETES_COMPONENTS, POD_TOOLS } from './recipe.js';
 import { requireCommand, StageFailure, stageRunner } from './stage-runner.js';
@@ -124,6 +125,7 @@ export async function buildNodeImage(options: ImageBuildOptions): Promise<ImageB
     kubernetes: version.tag,
     tools: JSON.stringify(GO_TOOLS),
     components: KUBERNETES_COMPONENTS.join(','),
+    patches: JSON.stringify(KUBERNETES_PATCHES),
     images: `${PAUSE_IMAGE},${COREDNS_IMAGE},${METRICS_SERVER_IMAGE},${LOCAL_PATH_PROVISIONER_IMAGE},${LOCAL_PATH_HELPER_IMAGE}`,
     busybox: `${busybox.name}=${busybox.version} sha256:${busybox.sha256}`,
     dockerfile,

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { inputsHash } from './inputs.js';
+import { KUBERNETES_PATCHES, writePatchedModules } from './kubernetes-patches.js';
 import { type KubernetesVersion, versionLdflags, wrapperGoMod, wrapperToolsGo } from './kubernetes-module.js';
 import { PROJECT_ROOT } from './project-root.js';
 import { type GoTool, KUBERNETES_COMPONENTS } from './recipe.js';
@@ -79,7 +80,12 @@ export async function compileKubernetes(
   note: Note,
 ): Promise<string> {
   const runner = await stageRunner(dirs.logDir, 'kubernetes');
-  const buildKey = JSON.stringify({ version: version.tag, go, components: KUBERNETES_COMPONENTS });
+  const buildKey = JSON.stringify({
+    version: version.tag,
+    go,
+    components: KUBERNETES_COMPONENTS,
+    patches: KUBERNETES_PATCHES,
+  });
   const { dir, cached } = await cachedBinaries(
     dirs.cacheDir,
     `kubernetes-${version.tag}`,
@@ -93,6 +99,24 @@ export async function compileKubernetes(
       await writeFile(join(work, 'go.mod'), wrapperGoMod(version, kubernetesGoMod));
       await writeFile(join(work, 'tools.go'), wrapperToolsGo(KUBERNETES_COMPONENTS));
       await runner.run('go', ['mod', 'tidy'], { cwd: work, env: GO_ENV });
+      // Patched copies of the modules that hold the start-up patches replace upstream's in the build.
+      const patches = await writePatchedModules(join(work, 'patched'), KUBERNETES_PATCHES, {
+        dir: async (m) => {
+          const { stdout } = await runner.run('go', ['list', '-m', '-json', m], { cwd: work, env: GO_ENV });
+          return (JSON.parse(stdout) as { Dir: string }).Dir;
+        },
+        copy: async (from, to) => {
+          // Hard links cost no space; another file system than the module cache's needs a real copy.
+          const linked = await runner.run('cp', ['-al', from, to], { allowFailure: true });
+          if (linked.failed) {
+            await rm(to, { recursive: true, force: true });
+            await runner.run('cp', ['-a', from, to]);
+          }
+        },
+      });
+      await writeFile(join(work, 'go.mod'), wrapperGoMod(version, kubernetesGoMod, patches.replacements));
+      const leftOut = patches.skipped.length > 0 ? `; left out: ${patches.skipped.join(', ')}` : '';
+      note(`${patches.applied.length} start-up patches${leftOut}`);
       const buildDate = module.Time ?? '1970-01-01T00:00:00Z';
       const ldflags = ['-s', '-w', ...versionLdflags(version, 'unknown', buildDate)].join(' ');
       await runner.run(

@@ -60,13 +60,23 @@ export function goDirective(goMod: string): string | undefined {
   return /^go\s+(\d+\.\d+(?:\.\d+)?)\s*$/m.exec(goMod)?.[1];
 }
 
-export function wrapperGoMod(version: KubernetesVersion, kubernetesGoMod: string): string {
+/** `patched` maps a module to the folder of a patched copy that replaces it (kubernetes-patches.ts). */
+export function wrapperGoMod(
+  version: KubernetesVersion,
+  kubernetesGoMod: string,
+  patched: Record<string, string> = {},
+): string {
   const staging = stagingModules(kubernetesGoMod);
   if (staging.length === 0) {
     throw new Error(`the go.mod of k8s.io/kubernetes ${version.tag} names no staging modules`);
   }
   const goVersion = goDirective(kubernetesGoMod) ?? '1.24';
-  const replaceLines = staging.map((m) => `\t${m} => ${m} ${stagingVersion(version)}`);
+  const replaceLines = [
+    ...staging.map((m) => `\t${m} => ${patched[m] ?? `${m} ${stagingVersion(version)}`}`),
+    ...Object.entries(patched)
+      .filter(([m]) => !staging.includes(m))
+      .map(([m, dir]) => `\t${m} => ${dir}`),
+  ];
   return [
     'module vind.dev/build/kubernetes',
     '',

@@ -70,6 +70,18 @@ describe('staging modules', () => {
     expect(goMod).not.toContain('ginkgo');
   });
 
+  it('replaces a patched module with its copy, once, staging module or not', () => {
+    const goMod = wrapperGoMod(parseKubernetesVersion('v1.36.3'), KUBERNETES_GO_MOD, {
+      'k8s.io/api': '/build/patched/k8s.io/api',
+      'k8s.io/kubernetes': '/build/patched/k8s.io/kubernetes',
+    });
+    expect(goMod).toContain('\tk8s.io/api => /build/patched/k8s.io/api\n');
+    expect(goMod).not.toContain('k8s.io/api => k8s.io/api');
+    expect(goMod).toContain('\tk8s.io/kubernetes => /build/patched/k8s.io/kubernetes\n');
+    expect(goMod).toContain('\tk8s.io/apimachinery => k8s.io/apimachinery v0.36.3');
+    expect(goMod).toContain('require k8s.io/kubernetes v1.36.3');
+  });
+
   it('refuses a go.mod without staging modules', () => {
     expect(() => wrapperGoMod(parseKubernetesVersion('v1.36.3'), 'module x\n')).toThrow(/no staging modules/);
   });
