@@ -12,6 +12,8 @@ function stringify(config: unknown): string {
 
 export const KUBELET_DIR = '/var/lib/kubelet';
 /** The kubelet keeps its current serving certificate and key here once one has been issued. */
+/** The kubelet's client certificate and key, in the kubelet's own certificate store. */
+export const KUBELET_CLIENT_PAIR = `${KUBELET_DIR}/pki/kubelet-client-current.pem`;
 export const KUBELET_SERVING_CERT = `${KUBELET_DIR}/pki/kubelet-server-current.pem`;
 export const KUBELET_KUBECONFIG = `${STATE_DIR}/kubelet.conf`;
 export const BOOTSTRAP_KUBECONFIG = `${STATE_DIR}/bootstrap-kubelet.conf`;

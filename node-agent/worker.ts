@@ -16,25 +16,21 @@ import {
   STATE_DIR,
   type WorkerSettings,
 } from '../shared/contract.js';
-import {
-  kubeGet,
-  type KubeNode,
-  kubeRequest,
-  type KubeTarget,
-  targetFromKubeconfig,
-} from '../shared/kubernetes.js';
+import { kubeGet, type KubeNode, type KubeTarget, targetFromKubeconfig } from '../shared/kubernetes.js';
 import { poll } from '../shared/poll.js';
 import { HUB } from '../shared/remote-nodes.js';
 import { importPreloadedImages, startContainerd } from './containerd.js';
 import { containerdRootFromSeed } from './containerd-seed.js';
 import { CNI_CONF_DIR, cniBinDirs, vindOwnsPodNetwork } from './cni.js';
 import { bootstrapKubeconfig, discover, type JoinConfig } from './join.js';
+import { bootstrapKubeletClient, kubeletKubeconfig } from './kubelet-client.js';
 import { log } from './log.js';
 import {
   BOOTSTRAP_KUBECONFIG,
   CLUSTER_CA_FILE,
   cniConfig,
   KUBE_PROXY_CONFIG,
+  KUBELET_CLIENT_PAIR,
   KUBELET_DIR,
   KUBELET_KUBECONFIG,
   KUBELET_SERVING_CERT,
@@ -207,26 +203,25 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
     // The join information comes while the control plane is still starting: wait for it as long as it takes.
     const discovered = await discover(join, 15 * 60_000);
     await writeFileAtomic(CLUSTER_CA_FILE, discovered.caCertPem);
-    // The kubelet looks at /healthz only every 2 s before it asks for its certificate: it starts once
-    // the API server is healthy, and asks at once.
-    await poll(
-      'the API server to be healthy',
-      async () => {
-        const answer = await kubeRequest(
-          { server: discovered.server, ca: discovered.caCertPem },
-          'GET',
-          '/healthz',
-        );
-        return answer.status === 200 ? true : undefined;
-      },
-      { timeoutMs: 15 * 60_000, intervalMs: 100 },
-    );
+    // Kept for the kubelet: with it, it bootstraps again should its certificate expire while the node is stopped.
     await writeFileAtomic(
       BOOTSTRAP_KUBECONFIG,
       bootstrapKubeconfig(discovered.server, CLUSTER_CA_FILE, join.token),
-      {
-        mode: 0o600,
-      },
+      { mode: 0o600 },
+    );
+    await bootstrapKubeletClient({
+      server: discovered.server,
+      caPem: discovered.caCertPem,
+      token: join.token,
+      nodeName: settings.nodeName,
+      pairFile: KUBELET_CLIENT_PAIR,
+      timeoutMs: 15 * 60_000,
+      signal,
+    });
+    await writeFileAtomic(
+      KUBELET_KUBECONFIG,
+      kubeletKubeconfig(discovered.server, CLUSTER_CA_FILE, KUBELET_CLIENT_PAIR),
+      { mode: 0o600 },
     );
   }
 
@@ -243,7 +238,7 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
     args: kubeletArgs(kubelet, settings.labels, taints),
   });
 
-  // TLS bootstrap done: the kubelet wrote its own kubeconfig with a signed client certificate.
+  // TLS bootstrap done (by this agent, or by the kubelet when it renewed an expired certificate).
   const target = await poll(
     'the kubelet client certificate',
     async () =>

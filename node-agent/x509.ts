@@ -254,6 +254,25 @@ function derElement(der: Uint8Array, offset: number): { contentStart: number; en
   return { contentStart, end };
 }
 
+/** A PKCS#10 request, signed with the key, for the subject CN=commonName, O=each organization. */
+export async function createCertificateRequest(
+  keyPem: string,
+  commonName: string,
+  organizations: readonly string[],
+): Promise<string> {
+  const x509 = await loadX509();
+  const name = [{ CN: [commonName] }, ...organizations.map((o) => ({ O: [o] }))];
+  const publicKey = await webcrypto.subtle.importKey('spki', spkiDer(publicKeyOf(keyPem)), EC_PARAMS, true, [
+    'verify',
+  ]);
+  const request = await x509.Pkcs10CertificateRequestGenerator.create({
+    name,
+    keys: { privateKey: await signingKeyOf(keyPem), publicKey },
+    signingAlgorithm: SIGNING_ALGORITHM,
+  });
+  return toPem('CERTIFICATE REQUEST', request.rawData);
+}
+
 /** What a PKCS#10 certificate request asks to be certified as. */
 export interface RequestedIdentity {
   commonNames: string[];
