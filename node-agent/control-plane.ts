@@ -59,6 +59,8 @@ import { caCertHash, ensurePki, type PkiPaths } from './pki.js';
 import { daemonsToCheckpoint, raisePidFloor, restoreDaemons, serveCheckpoints } from './checkpoint.js';
 import { LoadBalancerController } from './load-balancer/controller.js';
 import { approveKubeletServingCertificates } from './kubelet-serving.js';
+import { signKubeletClientCertificates } from './kubelet-client-signing.js';
+import { loadCa } from './x509.js';
 import { log } from './log.js';
 import { metricsServer } from './metrics-manifests.js';
 import { keepPodRoutes } from './pod-routes.js';
@@ -497,10 +499,6 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
     datastore.refused,
   ]);
   log('kube-apiserver serving');
-  // A worker's kubelet asks for its serving certificate the moment it registers.
-  approveKubeletServingCertificates(target, signal);
-  // The control plane is not a node: it routes to every node's pods.
-  keepPodRoutes(target, undefined, signal);
   const caPem = await readFile(pki.caCert, 'utf8');
   // First what a worker needs to join, then the cluster's add-ons.
   await applyObjects(target, [
@@ -514,6 +512,13 @@ export async function runControlPlane(supervisor: Supervisor, signal: AbortSigna
       [`jws-kubeconfig-${token.id}`]: signDetachedJws(clusterInfoKubeconfig(server, caPem), tokenText),
     }),
   ]);
+  log('join objects applied');
+  // A joining worker asks for its kubelet's client certificate before the controller manager is up.
+  signKubeletClientCertificates(target, await loadCa(caPem, await readFile(pki.caKey, 'utf8')), signal);
+  // A worker's kubelet asks for its serving certificate the moment it registers.
+  approveKubeletServingCertificates(target, signal);
+  // The control plane is not a node: it routes to every node's pods.
+  keepPodRoutes(target, undefined, signal);
   const addOns = [
     ...coreDns(COREDNS_IMAGE, clusterDnsAddress(settings.serviceSubnet)),
     ...metricsServer({

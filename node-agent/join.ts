@@ -101,7 +101,7 @@ export async function discover(join: JoinConfig, timeoutMs = 120_000): Promise<D
         await kubeGet({ server: join.server, ca: discovered.caCertPem }, path);
         return discovered;
       },
-      { timeoutMs, intervalMs: 200 },
+      { timeoutMs, intervalMs: 100 },
     );
   } catch (error) {
     throw new Error(`joining ${join.server}: ${(error as Error).message}`, { cause: error });

@@ -11,11 +11,11 @@ import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { type KubeTarget, kubeRequest } from '../shared/kubernetes.js';
 import { PermanentError, poll } from '../shared/poll.js';
-import type { CertificateSigningRequest } from './kubelet-serving.js';
+import { log } from './log.js';
+import { type CertificateSigningRequest, CSR_PATH } from './kubelet-serving.js';
 import { createCertificateRequest, generateKeyPem } from './x509.js';
 
 export const KUBELET_CLIENT_SIGNER = 'kubernetes.io/kube-apiserver-client-kubelet';
-const CSR_PATH = '/apis/certificates.k8s.io/v1/certificatesigningrequests';
 
 /** The CertificateSigningRequest object for a kubelet client certificate. Pure. */
 export function kubeletClientRequest(requestPem: string): CertificateSigningRequest {
@@ -68,11 +68,23 @@ export function kubeletKubeconfig(server: string, caFile: string, pairFile: stri
   ].join('\n');
 }
 
+/** A key and the request for it, made while the worker still waits for the cluster. */
+export interface KubeletClientKey {
+  keyPem: string;
+  csr: CertificateSigningRequest;
+}
+
+export async function kubeletClientKey(nodeName: string): Promise<KubeletClientKey> {
+  const keyPem = await generateKeyPem();
+  const requestPem = await createCertificateRequest(keyPem, `system:node:${nodeName}`, ['system:nodes']);
+  return { keyPem, csr: kubeletClientRequest(requestPem) };
+}
+
 export interface KubeletClientBootstrap {
   server: string;
   caPem: string;
   token: string;
-  nodeName: string;
+  key: KubeletClientKey;
   /**
    * The kubelet's `kubelet-client-current.pem`: a link to a dated file holding certificate and key,
    * the layout of the kubelet's own certificate store, so that its rotation takes over.
@@ -85,13 +97,10 @@ export interface KubeletClientBootstrap {
 /** Asks for, waits for and stores the kubelet's client certificate. */
 export async function bootstrapKubeletClient(options: KubeletClientBootstrap): Promise<void> {
   const target: KubeTarget = { server: options.server, ca: options.caPem, token: options.token };
-  const keyPem = await generateKeyPem();
-  const requestPem = await createCertificateRequest(keyPem, `system:node:${options.nodeName}`, [
-    'system:nodes',
-  ]);
-  const csr = kubeletClientRequest(requestPem);
+  const { keyPem, csr } = options.key;
   const path = `${CSR_PATH}/${csr.metadata.name}`;
-  const waits = { timeoutMs: options.timeoutMs, intervalMs: 100, signal: options.signal };
+  // The control plane's agent signs within a few tens of milliseconds: looked at often, for a short while.
+  const waits = { timeoutMs: options.timeoutMs, intervalMs: 50, signal: options.signal };
 
   // Until the API server serves and the join objects exist, the token is unknown or not yet allowed.
   await poll(
@@ -103,6 +112,7 @@ export async function bootstrapKubeletClient(options: KubeletClientBootstrap): P
     },
     waits,
   );
+  log(`asked for the kubelet client certificate (${csr.metadata.name})`);
   const certPem = await poll(
     'the kubelet client certificate to be signed',
     async () => {

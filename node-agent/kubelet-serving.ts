@@ -25,8 +25,11 @@ export interface CertificateSigningRequest {
     request: string;
     signerName: string;
     username?: string;
+    uid?: string;
     groups?: string[];
+    extra?: Record<string, string[]>;
     usages?: string[];
+    expirationSeconds?: number;
   };
   status?: { conditions?: { type: string; status?: string }[]; certificate?: string };
 }
@@ -96,14 +99,19 @@ export function reviewServingRequest(
   return { verdict: 'approve', node: nodeName };
 }
 
-const CSR_PATH = '/apis/certificates.k8s.io/v1/certificatesigningrequests';
+export const CSR_PATH = '/apis/certificates.k8s.io/v1/certificatesigningrequests';
 
-async function decide(
+/**
+ * Adds an Approved or Denied condition to a request; the request as it is now, or undefined when it
+ * changed meanwhile (decided elsewhere, or a newer version is in the watch already) or is gone.
+ */
+export async function decide(
   target: KubeTarget,
   csr: CertificateSigningRequest,
   type: 'Approved' | 'Denied',
+  reason: string,
   message: string,
-): Promise<void> {
+): Promise<CertificateSigningRequest | undefined> {
   const body = {
     ...csr,
     status: {
@@ -113,19 +121,24 @@ async function decide(
         {
           type,
           status: 'True',
-          reason: type === 'Approved' ? 'VindKubeletServingApproved' : 'VindKubeletServingDenied',
+          reason,
           message,
           lastUpdateTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
         },
       ],
     },
   };
-  const response = await kubeRequest(target, 'PUT', `${CSR_PATH}/${csr.metadata.name}/approval`, body);
-  // 409: changed meanwhile (approved elsewhere, or a new version is in the watch already); 404: deleted.
-  if (response.status === 409 || response.status === 404) return;
+  const response = await kubeRequest<CertificateSigningRequest>(
+    target,
+    'PUT',
+    `${CSR_PATH}/${csr.metadata.name}/approval`,
+    body,
+  );
+  if (response.status === 409 || response.status === 404) return undefined;
   if (response.status < 200 || response.status > 299) {
     throw new Error(`${type.toLowerCase()} ${csr.metadata.name}: ${response.status}`);
   }
+  return response.body;
 }
 
 /** Approves kubelet serving requests that pass `reviewServingRequest`, denies the others, until `signal`. */
@@ -149,11 +162,12 @@ export function approveKubeletServingCertificates(target: KubeTarget, signal: Ab
           target,
           csr,
           'Approved',
+          'VindKubeletServingApproved',
           `the serving certificate of node ${review.node}, for its own names`,
         );
         log(`approved the serving certificate of node ${review.node} (${csr.metadata.name})`);
       } else {
-        await decide(target, csr, 'Denied', review.reason);
+        await decide(target, csr, 'Denied', 'VindKubeletServingDenied', review.reason);
         log(`denied ${csr.metadata.name}: ${review.reason}`);
       }
     }

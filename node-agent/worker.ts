@@ -23,7 +23,7 @@ import { importPreloadedImages, startContainerd } from './containerd.js';
 import { containerdRootFromSeed } from './containerd-seed.js';
 import { CNI_CONF_DIR, cniBinDirs, vindOwnsPodNetwork } from './cni.js';
 import { bootstrapKubeconfig, discover, type JoinConfig } from './join.js';
-import { bootstrapKubeletClient, kubeletKubeconfig } from './kubelet-client.js';
+import { bootstrapKubeletClient, kubeletClientKey, kubeletKubeconfig } from './kubelet-client.js';
 import { log } from './log.js';
 import {
   BOOTSTRAP_KUBECONFIG,
@@ -200,8 +200,12 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
   if (!existsSync(KUBELET_KUBECONFIG)) {
     const join = await joinConfig(settings);
     await setStatus('starting', `joining ${join.server}`);
-    // The join information comes while the control plane is still starting: wait for it as long as it takes.
-    const discovered = await discover(join, 15 * 60_000);
+    // The join information comes while the control plane is still starting: wait for it as long as it
+    // takes, and make the kubelet's key and certificate request meanwhile.
+    const [discovered, key] = await Promise.all([
+      discover(join, 15 * 60_000),
+      kubeletClientKey(settings.nodeName),
+    ]);
     await writeFileAtomic(CLUSTER_CA_FILE, discovered.caCertPem);
     // Kept for the kubelet: with it, it bootstraps again should its certificate expire while the node is stopped.
     await writeFileAtomic(
@@ -213,7 +217,7 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
       server: discovered.server,
       caPem: discovered.caCertPem,
       token: join.token,
-      nodeName: settings.nodeName,
+      key,
       pairFile: KUBELET_CLIENT_PAIR,
       timeoutMs: 15 * 60_000,
       signal,

@@ -100,13 +100,63 @@ export async function issueLeaf(
   validityDays: number,
   template: LeafTemplate,
 ): Promise<string> {
+  const { notBefore, notAfter } = validity(validityDays);
+  return issue(ca, spkiDer(publicKeyOf(keyPem)), { notBefore, notAfter }, template, [
+    'digital signature',
+    'key encipherment',
+  ]);
+}
+
+/** Key usages by the names the CSR API gives them. */
+export type KeyUsageName = 'digital signature' | 'key encipherment';
+
+/** What a signer puts in a certificate for a request, besides the request's key and subject. */
+export interface RequestSigning {
+  notBefore: Date;
+  notAfter: Date;
+  usage: LeafUsage;
+  keyUsages: readonly KeyUsageName[];
+}
+
+/** A certificate for the key and subject of a PKCS#10 request, signed by the CA (PEM out). */
+export async function issueForRequest(
+  ca: CaMaterial,
+  requestPem: string,
+  signing: RequestSigning,
+): Promise<string> {
+  const x509 = await loadX509();
+  const request = new x509.Pkcs10CertificateRequest(requestPem);
+  const subject = request.subjectName.toJSON();
+  const values = (type: string) => subject.flatMap((part) => part[type] ?? []);
+  const [commonName] = values('CN');
+  if (commonName === undefined) throw new Error('the request names no common name');
+  return issue(
+    ca,
+    new Uint8Array(request.publicKey.rawData),
+    signing,
+    { commonName, organizations: values('O'), usage: signing.usage },
+    signing.keyUsages,
+  );
+}
+
+async function issue(
+  ca: CaMaterial,
+  publicKey: Uint8Array,
+  times: { notBefore: Date; notAfter: Date },
+  template: LeafTemplate,
+  keyUsages: readonly KeyUsageName[],
+): Promise<string> {
   const x509 = await loadX509();
   const caCert = new x509.X509Certificate(ca.certPem);
   const caKeyId = caCert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
+  const usageFlags: Record<KeyUsageName, number> = {
+    'digital signature': x509.KeyUsageFlags.digitalSignature,
+    'key encipherment': x509.KeyUsageFlags.keyEncipherment,
+  };
   const extensions: X509.Extension[] = [
     new x509.BasicConstraintsExtension(false, undefined, true),
     new x509.KeyUsagesExtension(
-      x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment,
+      keyUsages.reduce((flags, u) => flags | usageFlags[u], 0),
       true,
     ),
     new x509.ExtendedKeyUsageExtension([EXTENDED_KEY_USAGE[template.usage]]),
@@ -119,16 +169,15 @@ export async function issueLeaf(
     ...(template.ips ?? []).map((value) => ({ type: 'ip' as const, value })),
   ];
   if (altNames.length > 0) extensions.push(new x509.SubjectAlternativeNameExtension(altNames));
-  const { notBefore, notAfter } = validity(validityDays);
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: randomSerial(),
     // Organizations before the common name, the usual order in Kubernetes client certificates.
     subject: [...template.organizations.map((o) => ({ O: [o] })), { CN: [template.commonName] }],
     // The CA's own encoding of its name, so that issuer and subject compare equal byte for byte.
     issuer: caCert.subjectName,
-    notBefore,
-    notAfter,
-    publicKey: spkiDer(publicKeyOf(keyPem)),
+    notBefore: times.notBefore,
+    notAfter: times.notAfter,
+    publicKey,
     signingKey: ca.signingKey,
     signingAlgorithm: SIGNING_ALGORITHM,
     extensions,

@@ -142,6 +142,75 @@ describe('metrics and kubelet serving certificates', () => {
     await kubectl(['delete', 'csr', name]);
   });
 
+  it("signs each worker's client certificate at join, and not a node's request for another node's", async () => {
+    type ClientCsr = Csr & {
+      spec: { signerName: string; username: string };
+      status?: { certificate?: string };
+    };
+    const all = await json<{ items: ClientCsr[] }>(['get', 'csr']);
+    const joined = all.items.filter(
+      (c) => c.spec.signerName === 'kubernetes.io/kube-apiserver-client-kubelet',
+    );
+    expect(joined).toHaveLength(workers.length);
+    for (const csr of joined) {
+      // Sent with the bootstrap token, approved after a SubjectAccessReview, as the controller manager does.
+      expect(csr.spec.username).toMatch(/^system:bootstrap:/);
+      expect(csr.status?.conditions?.[0]).toMatchObject({ type: 'Approved', reason: 'AutoApproved' });
+      expect(csr.status?.certificate).toBeTruthy();
+    }
+
+    // Real client requests for the second worker's identity.
+    x509.cryptoProvider.set(webcrypto);
+    const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+    const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
+    const request = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: `O=system:nodes, CN=system:node:${workers[1]}`,
+      keys,
+      signingAlgorithm: alg,
+    });
+    const manifest = (name: string) =>
+      JSON.stringify({
+        apiVersion: 'certificates.k8s.io/v1',
+        kind: 'CertificateSigningRequest',
+        metadata: { name },
+        spec: {
+          request: Buffer.from(request.toString('pem')).toString('base64'),
+          signerName: 'kubernetes.io/kube-apiserver-client-kubelet',
+          usages: ['digital signature', 'client auth'],
+        },
+      });
+    // With the first worker's credentials the API server's node restriction refuses it outright.
+    const byNode = await execInContainer(
+      workers[0]!,
+      ['kubectl', '--kubeconfig', '/var/lib/vind/kubelet.conf', 'create', '-f', '-'],
+      Readable.from([manifest(uniqueName('stolen-client'))]),
+    );
+    expect(byNode.exitCode).not.toBe(0);
+    expect(byNode.stderr).toContain(`can only create a node CSR with CN=system:node:${workers[0]}`);
+    // A user who may create requests, but not certificatesigningrequests/nodeclient: taken, never approved.
+    const name = uniqueName('unapproved-client');
+    const user = 'system:serviceaccount:default:csr-maker';
+    const binding = uniqueName('csr-maker');
+    const bound = await kubectl([
+      'create',
+      'clusterrolebinding',
+      binding,
+      '--clusterrole=system:node-bootstrapper',
+      '--serviceaccount=default:csr-maker',
+    ]);
+    expect(bound.exitCode, bound.stderr).toBe(0);
+    const sent = await kubectl(['--as', user, 'create', '-f', '-'], manifest(name));
+    expect(sent.exitCode, sent.stderr).toBe(0);
+    // Approval takes milliseconds when it is given; five seconds without one is a refusal.
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    const csr = await json<ClientCsr>(['get', 'csr', name]);
+    expect(csr.spec.username).toBe(user);
+    expect(csr.status?.conditions ?? []).toEqual([]);
+    expect(csr.status?.certificate).toBeUndefined();
+    await kubectl(['delete', 'csr', name]);
+    await kubectl(['delete', 'clusterrolebinding', binding]);
+  });
+
   it('serves the Metrics API with verified TLS, and kubectl top answers', async () => {
     const deployment = await json<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>([
       'get',
