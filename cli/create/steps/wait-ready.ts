@@ -68,6 +68,8 @@ export const waitForCoreDns: Step<CreateState> = {
       'CoreDNS to be available',
       async () => ((await state.readiness.coreDnsAvailable(api)) ? true : undefined),
       context,
+      // The last wait of a create: every tenth of a second it is looked at sooner counts.
+      100,
     );
   },
 };
