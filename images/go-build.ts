@@ -112,6 +112,9 @@ export async function compileKubernetes(
             await rm(to, { recursive: true, force: true });
             await runner.run('cp', ['-a', from, to]);
           }
+          // The module cache's folders are read-only; the copy's must not be, or the next build cannot
+          // remove it. Folders only: the files are links to the module cache's own.
+          await runner.run('find', [to, '-type', 'd', '-exec', 'chmod', 'u+w', '{}', '+']);
         },
       });
       await writeFile(join(work, 'go.mod'), wrapperGoMod(version, kubernetesGoMod, patches.replacements));
