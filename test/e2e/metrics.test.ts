@@ -45,6 +45,31 @@ interface Csr {
   status?: { conditions?: { type: string; reason?: string; message?: string }[]; certificate?: string };
 }
 
+/** A CertificateSigningRequest manifest for a real request, with a new key, for node `node`'s identity. */
+async function nodeRequest(
+  node: string,
+  signerName: string,
+  usages: string[],
+  extensions: x509.Extension[] = [],
+): Promise<(name: string) => string> {
+  x509.cryptoProvider.set(webcrypto);
+  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+  const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
+  const request = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: `O=system:nodes, CN=system:node:${node}`,
+    keys,
+    signingAlgorithm: alg,
+    extensions,
+  });
+  return (name) =>
+    JSON.stringify({
+      apiVersion: 'certificates.k8s.io/v1',
+      kind: 'CertificateSigningRequest',
+      metadata: { name },
+      spec: { request: Buffer.from(request.toString('pem')).toString('base64'), signerName, usages },
+    });
+}
+
 describe('metrics and kubelet serving certificates', () => {
   beforeAll(async () => {
     await requireNodeImage();
@@ -100,30 +125,17 @@ describe('metrics and kubelet serving certificates', () => {
 
   it("denies a node's request for another node's name", async () => {
     // A real request, sent with the first worker's own credentials, naming the second worker.
-    x509.cryptoProvider.set(webcrypto);
-    const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
-    const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
-    const request = await x509.Pkcs10CertificateRequestGenerator.create({
-      name: `O=system:nodes, CN=system:node:${workers[0]}`,
-      keys,
-      signingAlgorithm: alg,
-      extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: workers[1]! }])],
-    });
+    const manifest = await nodeRequest(
+      workers[0]!,
+      'kubernetes.io/kubelet-serving',
+      ['digital signature', 'server auth'],
+      [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: workers[1]! }])],
+    );
     const name = uniqueName('stolen-name');
-    const manifest = JSON.stringify({
-      apiVersion: 'certificates.k8s.io/v1',
-      kind: 'CertificateSigningRequest',
-      metadata: { name },
-      spec: {
-        request: Buffer.from(request.toString('pem')).toString('base64'),
-        signerName: 'kubernetes.io/kubelet-serving',
-        usages: ['digital signature', 'server auth'],
-      },
-    });
     const sent = await execInContainer(
       workers[0]!,
       ['kubectl', '--kubeconfig', '/var/lib/vind/kubelet.conf', 'create', '-f', '-'],
-      Readable.from([manifest]),
+      Readable.from([manifest(name)]),
     );
     expect(sent.exitCode, sent.stderr).toBe(0);
     const decided = await waitFor(
@@ -143,11 +155,7 @@ describe('metrics and kubelet serving certificates', () => {
   });
 
   it("signs each worker's client certificate at join, and not a node's request for another node's", async () => {
-    type ClientCsr = Csr & {
-      spec: { signerName: string; username: string };
-      status?: { certificate?: string };
-    };
-    const all = await json<{ items: ClientCsr[] }>(['get', 'csr']);
+    const all = await json<{ items: Csr[] }>(['get', 'csr']);
     const joined = all.items.filter(
       (c) => c.spec.signerName === 'kubernetes.io/kube-apiserver-client-kubelet',
     );
@@ -160,25 +168,10 @@ describe('metrics and kubelet serving certificates', () => {
     }
 
     // Real client requests for the second worker's identity.
-    x509.cryptoProvider.set(webcrypto);
-    const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
-    const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
-    const request = await x509.Pkcs10CertificateRequestGenerator.create({
-      name: `O=system:nodes, CN=system:node:${workers[1]}`,
-      keys,
-      signingAlgorithm: alg,
-    });
-    const manifest = (name: string) =>
-      JSON.stringify({
-        apiVersion: 'certificates.k8s.io/v1',
-        kind: 'CertificateSigningRequest',
-        metadata: { name },
-        spec: {
-          request: Buffer.from(request.toString('pem')).toString('base64'),
-          signerName: 'kubernetes.io/kube-apiserver-client-kubelet',
-          usages: ['digital signature', 'client auth'],
-        },
-      });
+    const manifest = await nodeRequest(workers[1]!, 'kubernetes.io/kube-apiserver-client-kubelet', [
+      'digital signature',
+      'client auth',
+    ]);
     // With the first worker's credentials the API server's node restriction refuses it outright.
     const byNode = await execInContainer(
       workers[0]!,
@@ -203,7 +196,7 @@ describe('metrics and kubelet serving certificates', () => {
     expect(sent.exitCode, sent.stderr).toBe(0);
     // Approval takes milliseconds when it is given; five seconds without one is a refusal.
     await new Promise((resolve) => setTimeout(resolve, 5000));
-    const csr = await json<ClientCsr>(['get', 'csr', name]);
+    const csr = await json<Csr>(['get', 'csr', name]);
     expect(csr.spec.username).toBe(user);
     expect(csr.status?.conditions ?? []).toEqual([]);
     expect(csr.status?.certificate).toBeUndefined();
