@@ -5,7 +5,7 @@
 // copy: the module cache keeps upstream's files, and `go build -overlay` may not touch them. A
 // patch whose text a Kubernetes version no longer holds is left out, and the build says so.
 
-import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 export interface SourcePatch {
@@ -78,7 +78,10 @@ export interface PatchedModules {
 export interface ModuleSource {
   /** The folder of a module as the build resolves it (in the module cache). */
   dir(module: string): Promise<string>;
-  /** Copies a module folder, e.g. with hard links. */
+  /**
+   * Copies a module folder, e.g. with hard links, into folders of its own that are writable (the module
+   * cache's are not): the patched files are replaced in them, and the next build removes them.
+   */
   copy(from: string, to: string): Promise<void>;
 }
 
@@ -116,8 +119,7 @@ export async function writePatchedModules(
     await source.copy(origins.get(module)!, copy);
     for (const [file, text] of files) {
       const target = join(copy, file);
-      // The module cache's folders and files are read-only; the copy's link is replaced, never written through.
-      await chmod(dirname(target), 0o755);
+      // The copy's file may be a link to the module cache's: it is replaced, never written through.
       await rm(target);
       await writeFile(target, text);
     }

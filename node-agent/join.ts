@@ -108,8 +108,16 @@ export async function discover(join: JoinConfig, timeoutMs = 120_000): Promise<D
   }
 }
 
-/** The kubeconfig the kubelet uses for TLS bootstrap. */
-export function bootstrapKubeconfig(server: string, caFile: string, token: string): string {
+/**
+ * A kubeconfig file of a node: the cluster by its server and CA file, and one user whose fields
+ * (a token, or certificate and key files) are given.
+ */
+export function nodeKubeconfig(
+  server: string,
+  caFile: string,
+  userName: string,
+  user: Record<string, string>,
+): string {
   return [
     'apiVersion: v1',
     'kind: Config',
@@ -119,15 +127,20 @@ export function bootstrapKubeconfig(server: string, caFile: string, token: strin
     `    certificate-authority: ${caFile}`,
     `    server: ${server}`,
     'users:',
-    '- name: kubelet-bootstrap',
+    `- name: ${userName}`,
     '  user:',
-    `    token: ${token}`,
+    ...Object.entries(user).map(([field, value]) => `    ${field}: ${value}`),
     'contexts:',
     '- name: vind',
     '  context:',
     '    cluster: vind',
-    '    user: kubelet-bootstrap',
+    `    user: ${userName}`,
     'current-context: vind',
     '',
   ].join('\n');
+}
+
+/** The kubeconfig the kubelet uses for TLS bootstrap. */
+export function bootstrapKubeconfig(server: string, caFile: string, token: string): string {
+  return nodeKubeconfig(server, caFile, 'kubelet-bootstrap', { token });
 }

@@ -148,10 +148,12 @@ export function signKubeletClientCertificates(target: KubeTarget, ca: CaMaterial
   const pass = async () => {
     for (const listed of requests) {
       if (listed.spec.signerName !== KUBELET_CLIENT_SIGNER || listed.status?.certificate) continue;
+      // Checked whoever approved it: nothing is signed that is not exactly a kubelet client request.
+      const permission = kubeletClientPermission(listed, await parseCertificateRequest(requestPem(listed)));
+      if (!permission) continue;
       let csr: CertificateSigningRequest | undefined = listed;
       if (isPending(csr)) {
-        const permission = kubeletClientPermission(csr, await parseCertificateRequest(requestPem(csr)));
-        if (!permission || !(await senderMay(target, csr, permission))) continue;
+        if (!(await senderMay(target, csr, permission))) continue;
         csr = await decide(
           target,
           csr,
@@ -163,10 +165,7 @@ export function signKubeletClientCertificates(target: KubeTarget, ca: CaMaterial
         );
         if (!csr) continue;
       }
-      if (!isApproved(csr)) continue;
-      // Approved by anyone: the request's content is checked again before anything is signed.
-      if (!kubeletClientPermission(csr, await parseCertificateRequest(requestPem(csr)))) continue;
-      await sign(target, ca, csr);
+      if (isApproved(csr)) await sign(target, ca, csr);
     }
   };
   const kick = reconciler(pass, { logPrefix: 'kubelet client certificates', retryMs: 1000, signal });

@@ -11,6 +11,7 @@ import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { type KubeTarget, kubeRequest } from '../shared/kubernetes.js';
 import { PermanentError, poll } from '../shared/poll.js';
+import { nodeKubeconfig } from './join.js';
 import { log } from './log.js';
 import { type CertificateSigningRequest, CSR_PATH } from './kubelet-serving.js';
 import { createCertificateRequest, generateKeyPem } from './x509.js';
@@ -45,27 +46,10 @@ export function issuedCertificate(csr: CertificateSigningRequest): string | unde
 
 /** The kubelet's kubeconfig as the kubelet writes it after bootstrap: cert and key in one rotating file. */
 export function kubeletKubeconfig(server: string, caFile: string, pairFile: string): string {
-  return [
-    'apiVersion: v1',
-    'kind: Config',
-    'clusters:',
-    '- name: default-cluster',
-    '  cluster:',
-    `    certificate-authority: ${caFile}`,
-    `    server: ${server}`,
-    'users:',
-    '- name: default-auth',
-    '  user:',
-    `    client-certificate: ${pairFile}`,
-    `    client-key: ${pairFile}`,
-    'contexts:',
-    '- name: default-context',
-    '  context:',
-    '    cluster: default-cluster',
-    '    user: default-auth',
-    'current-context: default-context',
-    '',
-  ].join('\n');
+  return nodeKubeconfig(server, caFile, 'kubelet', {
+    'client-certificate': pairFile,
+    'client-key': pairFile,
+  });
 }
 
 /** A key and the request for it, made while the worker still waits for the cluster. */

@@ -242,15 +242,8 @@ export async function runWorker(supervisor: Supervisor, signal: AbortSignal): Pr
     args: kubeletArgs(kubelet, settings.labels, taints),
   });
 
-  // TLS bootstrap done (by this agent, or by the kubelet when it renewed an expired certificate).
-  const target = await poll(
-    'the kubelet client certificate',
-    async () =>
-      existsSync(KUBELET_KUBECONFIG)
-        ? targetFromKubeconfig(await readFile(KUBELET_KUBECONFIG, 'utf8'))
-        : undefined,
-    { timeoutMs: 180_000, intervalMs: 100 },
-  );
+  // Written above, or at an earlier start; the kubelet keeps the certificate it names current.
+  const target = targetFromKubeconfig(await readFile(KUBELET_KUBECONFIG, 'utf8'));
   if (vindOwnsPodNetwork(settings.cni)) await startPodNetwork(target, settings, signal);
   else log('pod network left to the CNI the user installs (networking.cni: none)');
 

@@ -77,6 +77,7 @@ describe('writePatchedModules', () => {
       },
       copy: async (from, to) => {
         await cp(from, to, { recursive: true });
+        await chmod(join(to, 'pkg'), 0o755);
       },
     });
 
